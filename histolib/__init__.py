@@ -1,0 +1,23 @@
+"""histolib: attention models in computational pathology.
+
+A thin, tested package behind the histolib book: data loaders for the real formats
+(PatchCamelyon ``.h5``, TFDS, image folders, the Kaggle ``.tif`` + CSV layout), the
+attention layers of the two reproduced projects, model builders, distribution-strategy
+helpers, training, evaluation, saliency and slide heatmaps.
+
+TensorFlow is not a hard dependency of the wheel (it comes through the ``cpu`` or ``gpu``
+extra), so importing histolib checks for it first and says how to install it.
+"""
+
+from importlib import util as _util
+
+__version__ = "0.1.0"
+
+if _util.find_spec("tensorflow") is None:  # pragma: no cover - exercised in a bare venv
+    raise ImportError(
+        "histolib needs TensorFlow 2.16 or newer, and none is installed. Install it with "
+        "`pip install 'histolib[cpu]'` (tensorflow-cpu on x86-64, tensorflow elsewhere) or "
+        "`pip install 'histolib[gpu]'` (tensorflow[and-cuda]); on Colab TensorFlow is already there."
+    )
+
+__all__ = ["__version__"]
