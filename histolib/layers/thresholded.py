@@ -1,0 +1,99 @@
+"""Unscaled softmax attention with below-uniform weights zeroed: the ovarian seed's layer."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from histolib.layers.tokens import dense, softmax_float32, to_tokens, token_shape
+
+
+@keras.saving.register_keras_serializable(package="histolib")
+class ThresholdedAttention(keras.layers.Layer):
+    """Softmax attention that keeps only the above-uniform weights (the ovarian seed's layer).
+
+    The ovarian-subtype seed called this layer "differential attention"; it is not the
+    Differential Transformer's (that is `DifferentialAttention`). With tokens ``x`` of shape
+    ``(batch, n, c)`` and ``k = key_dim``: ``Q``, ``K``, ``V`` are ``Dense(k)`` projections
+    with bias, ``A = softmax(Q K^T)`` of shape ``(batch, n, n)`` with *no* ``1/sqrt(k)``
+    scaling, every entry of ``A`` not above ``1/n`` is set to zero (no renormalisation), and
+    the output is ``A V``, with no output projection.
+
+    The seed thresholds at ``mean(A)`` taken over the whole batch tensor. Each row of a
+    softmax sums to one, so that mean is exactly ``1/n`` whatever the batch holds: the rule
+    keeps the weights above uniform, and no image depends on its batch companions. This layer
+    uses ``1/n`` itself, which is the same rule without the float round-off of a batch mean.
+    The kept rows sum to less than one, so the output shrinks where attention is diffuse.
+
+    The missing ``1/sqrt(k)`` matters at the seed's widths (``k = c`` = 1024 or 2048): where
+    the entries of ``q`` and ``k`` have unit variance, a logit ``q . k`` sums ``k`` such
+    products and has a standard deviation of ``sqrt(k)`` (32 to 45) instead of 1, so the
+    softmax is close to one-hot: each token attends to one other token, the threshold keeps
+    little more than that one weight, and the gradients through the softmax all but vanish.
+
+    A feature map ``(batch, h, w, c)`` is accepted too and flattened to ``h * w`` tokens in
+    row-major order first (see `histolib.layers.to_tokens`).
+
+    Args:
+        key_dim: width of the query, key and value projections (the seed: the backbone's
+            channel count, 2048 for InceptionV3 and Xception, 1024 for MobileNet).
+        kernel_initializer: initializer of the three projection kernels.
+        kernel_regularizer: regularizer of the three projection kernels.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Call arguments:
+        inputs: tokens ``(batch, n, c)`` or a map ``(batch, h, w, c)``.
+        return_attention_scores: if ``True``, also return the thresholded map.
+
+    Returns:
+        ``(batch, n, key_dim)`` in the compute dtype; with ``return_attention_scores=True``
+        the tuple ``(output, A)`` with the thresholded ``A`` of shape ``(batch, n, n)`` in
+        float32.
+    """
+
+    def __init__(
+        self,
+        key_dim: int,
+        *,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(key_dim, int) or isinstance(key_dim, bool) or key_dim < 1:
+            raise ValueError(f"key_dim must be a positive integer. Received: key_dim={key_dim!r}")
+        self.key_dim = key_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        tokens = token_shape(input_shape)
+        self.query = dense(self.key_dim, name="query", use_bias=True, layer=self)
+        self.key = dense(self.key_dim, name="key", use_bias=True, layer=self)
+        self.value = dense(self.key_dim, name="value", use_bias=True, layer=self)
+        for projection in (self.query, self.key, self.value):
+            projection.build(tokens)
+        self.built = True
+
+    def call(self, inputs, return_attention_scores=False):
+        x = to_tokens(inputs)  # (batch, n, c)
+        n = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
+        q = self.query(x)  # (batch, n, k)
+        k = self.key(x)
+        v = self.value(x)
+        attention = softmax_float32(ops.matmul(q, ops.transpose(k, (0, 2, 1))))  # (batch, n, n)
+        uniform = 1.0 / ops.cast(n, "float32")
+        attention = ops.where(attention > uniform, attention, ops.zeros_like(attention))
+        out = ops.matmul(ops.cast(attention, v.dtype), v)  # (batch, n, k)
+        if return_attention_scores:
+            return out, attention
+        return out
+
+    def get_config(self):
+        base = super().get_config()
+        config = {
+            "key_dim": self.key_dim,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        }
+        return {**base, **config}

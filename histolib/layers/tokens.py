@@ -1,0 +1,81 @@
+"""Feature maps as token sequences, and the float32 softmax the attention layers share.
+
+A convolutional feature map ``(batch, h, w, c)`` becomes ``(batch, h * w, c)`` tokens in
+row-major order (token ``i * w + j`` is pixel ``(i, j)``), the order ``keras.layers.Reshape``
+gives, so a token's attention can be drawn back onto the grid with ``reshape(h, w)``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def to_tokens(x):
+    """Flatten a feature map ``(batch, h, w, c)`` to tokens ``(batch, h * w, c)``.
+
+    Tokens ``(batch, n, c)`` pass through unchanged. ``h``, ``w`` and ``c`` must be known
+    statically (they are for any convolutional backbone with a fixed input size); the batch
+    may be dynamic.
+
+    Raises:
+        ValueError: for any other rank, or a map with unknown spatial size.
+    """
+    shape = tuple(x.shape)
+    if len(shape) == 3:
+        return x
+    if len(shape) != 4:
+        raise ValueError(
+            "Expected tokens (batch, n, channels) or a feature map (batch, h, w, channels). "
+            f"Received: inputs.shape={shape}"
+        )
+    _, h, w, c = shape
+    if h is None or w is None or c is None:
+        raise ValueError(
+            "A feature map needs a static height, width and channel count to become tokens. "
+            f"Received: inputs.shape={shape}"
+        )
+    return ops.reshape(x, (-1, h * w, c))  # (batch, h, w, c) -> (batch, h*w, c)
+
+
+def token_shape(input_shape) -> tuple:
+    """The token shape ``(batch, n, c)`` for an input shape of rank 3 or 4 (see `to_tokens`)."""
+    shape = tuple(input_shape)
+    if len(shape) == 3:
+        return shape
+    if len(shape) != 4:
+        raise ValueError(
+            "Expected tokens (batch, n, channels) or a feature map (batch, h, w, channels). "
+            f"Received: input_shape={shape}"
+        )
+    _, h, w, c = shape
+    n = None if h is None or w is None else h * w
+    return (shape[0], n, c)
+
+
+def softmax_float32(scores):
+    """Softmax over the last axis computed in float32, whatever the compute dtype.
+
+    Under ``mixed_bfloat16`` the scores arrive in bfloat16, whose 8-bit mantissa makes
+    ``exp`` and the normalising sum lose the small weights; the result stays float32 and
+    the caller casts it back where it meets the values.
+    """
+    return ops.softmax(ops.cast(scores, "float32"), axis=-1)
+
+
+def dense(units, *, name, use_bias, layer):
+    """A ``Dense`` sublayer that inherits ``layer``'s dtype policy and kernel settings.
+
+    The initializer is cloned per sublayer (as ``keras.layers.MultiHeadAttention`` does), so
+    the projections never share one initializer object.
+    """
+    return keras.layers.Dense(
+        units,
+        use_bias=use_bias,
+        kernel_initializer=layer.kernel_initializer.__class__.from_config(
+            layer.kernel_initializer.get_config()
+        ),
+        kernel_regularizer=layer.kernel_regularizer,
+        dtype=layer.dtype_policy,
+        name=name,
+    )
