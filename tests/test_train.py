@@ -1,0 +1,234 @@
+"""histolib.train.fit: outputs, thresholds, run records, refusals, and resuming after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from histolib import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_data(n=64, seed=0, batch=8):
+    """8x8 images whose label is whether the red channel's top-left quarter is bright."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 8, 8, 3)).astype("float32")
+    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0.5).astype("int32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch), x, y
+
+
+def tiny_model(units=1):
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    activation = "sigmoid" if units == 1 else "softmax"
+    return keras.Model(inputs, keras.layers.Dense(units, activation=activation)(h))
+
+
+def test_fit_writes_outputs_and_refuses_to_retrain(tmp_path, capsys):
+    train_ds, _, _ = tiny_data(seed=0)
+    val_ds, _, y_val = tiny_data(n=32, seed=1)
+    out = tmp_path / "run"
+    result = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=3, learning_rate=0.01,
+                       patience=5, verbose=0, command="histolib train --test")
+    for name in ("best.keras", "history.csv", "threshold.json", "run.json"):
+        assert (out / name).is_file(), name
+    history = train.read_history(out)
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    best = int(np.argmin([row["val_loss"] for row in history])) + 1
+    assert result.best_epoch == best
+    # The returned model holds the best epoch's weights: its val_loss is the logged minimum.
+    loss = result.model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(history[best - 1]["val_loss"], rel=1e-5)
+
+    threshold = json.loads((out / "threshold.json").read_text())
+    assert threshold["method"] in ("youden_j", "default") and 0 <= threshold["threshold"] <= 1
+    assert threshold["n"] == len(y_val)
+
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["epochs_done"] == 3
+    assert record["command"] == "histolib train --test" and record["seed"] == 0
+    assert record["environment"]["packages"]["keras"] == keras.__version__
+    assert "cpu" in record["environment"]["machine"] and record["wall_s"] > 0
+
+    capsys.readouterr()
+    again = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=3, learning_rate=0.01,
+                      patience=5, verbose=0)
+    assert again.already_finished and "already finished" in capsys.readouterr().out
+    assert len(train.read_history(out)) == 3
+
+    with pytest.raises(ValueError, match="learning_rate"):
+        train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=3, learning_rate=0.1,
+                  patience=5, verbose=0)
+
+    extended = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=4, learning_rate=0.01,
+                         patience=5, verbose=0)
+    assert extended.resumed_from == 3 and extended.epochs_done == 4
+    assert [row["epoch"] for row in train.read_history(out)] == [0, 1, 2, 3]
+    assert len(json.loads((out / "run.json").read_text())["sessions"]) == 2  # the "already finished" call trains nothing
+
+
+def test_multiclass_threshold_is_argmax(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.random((24, 8, 8, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) * 3).astype("int32").clip(0, 2)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    result = train.fit(lambda: tiny_model(units=3), ds, ds, out_dir=tmp_path, epochs=1, verbose=0)
+    assert result.threshold["threshold"] is None and result.threshold["method"] == "argmax"
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["loss"] == "sparse_categorical_crossentropy"
+
+
+def test_balanced_class_weight_matches_formula():
+    weights = train.balanced_class_weight([30, 10])
+    assert weights == pytest.approx({0: 40 / (2 * 30), 1: 40 / (2 * 10)})
+    with pytest.raises(ValueError, match="counts"):
+        train.balanced_class_weight([3, 0])
+
+
+def test_bad_arguments_are_named(tmp_path):
+    ds, _, _ = tiny_data(n=8)
+    with pytest.raises(ValueError, match="epochs"):
+        train.fit(tiny_model, ds, ds, out_dir=tmp_path, epochs=0)
+    with pytest.raises(ValueError, match="class_weight"):
+        train.fit(tiny_model, ds, ds, out_dir=tmp_path, epochs=1, class_weight="balanced")
+
+
+# The job a user would run: trains a tiny model into OUT. With HISTOLIB_TEST_BLOCK=E:B it
+# writes a marker file and blocks at batch B of (0-based) epoch E, to be killed there.
+# Subclasses of the three callbacks record their state at the first epoch each process
+# starts, i.e. after fit has restored it.
+JOB = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+    import keras, numpy as np, tensorflow as tf
+
+    out = Path(sys.argv[1])
+    probe = out.parent / "probe"
+    probe.mkdir(exist_ok=True)
+    block = os.environ.get("HISTOLIB_TEST_BLOCK")
+
+    def recorder(base, names, blocks=False):
+        class Recorder(base):
+            def on_epoch_begin(self, epoch, logs=None):
+                super().on_epoch_begin(epoch, logs)
+                path = probe / f"{base.__name__}-{os.getpid()}.json"
+                if not path.exists():
+                    state = {n: (None if getattr(self, n) is None else float(getattr(self, n))) for n in names}
+                    state.update(epoch=epoch, iterations=int(self.model.optimizer.iterations),
+                                 learning_rate=float(np.asarray(self.model.optimizer.learning_rate)))
+                    path.write_text(json.dumps(state))
+            def on_train_batch_begin(self, batch, logs=None):
+                if block and blocks:
+                    epoch, at = map(int, block.split(":"))
+                    if int(self.model.optimizer.iterations) == epoch * 8 + at:
+                        (probe / "blocked").write_text(str(os.getpid()))
+                        time.sleep(600)
+        return Recorder
+
+    keras.callbacks.EarlyStopping = recorder(keras.callbacks.EarlyStopping, ["best", "wait", "best_epoch"], blocks=True)
+    keras.callbacks.ReduceLROnPlateau = recorder(keras.callbacks.ReduceLROnPlateau, ["best", "wait", "cooldown_counter"])
+    keras.callbacks.ModelCheckpoint = recorder(keras.callbacks.ModelCheckpoint, ["best"])
+
+    from histolib import train
+
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 2, 96).astype("int32")  # noise labels: val_loss wanders, so counters move
+    train_ds = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(8)
+    val_ds = tf.data.Dataset.from_tensor_slices((x[64:], y[64:])).batch(8)
+
+    def build():
+        inputs = keras.Input((8, 8, 3))
+        h = keras.layers.Conv2D(8, 3)(inputs)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
+
+    train.fit(build, train_ds, val_ds, out_dir=out, epochs=6, learning_rate=0.05, patience=10,
+              lr_patience=1, lr_factor=0.3, verbose=2)
+    """
+)
+
+
+def run_job(script, out, env):
+    return subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    out = tmp_path / "run"
+    probe = tmp_path / "probe"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+    # First run: block in the middle of epoch 4 (0-based 3, batch 3 of 8) and kill it there.
+    proc = subprocess.Popen([sys.executable, str(script), str(out)],
+                            env={**env, "HISTOLIB_TEST_BLOCK": "3:3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (probe / "blocked").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the training job never reached the blocking batch"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    pre = json.loads((out / "backup" / "state.json").read_text())
+    assert pre["epochs_done"] == 3 and not pre.get("finished")
+    pre_history = train.read_history(out)
+    assert [row["epoch"] for row in pre_history] == [0, 1, 2]
+    for stale in probe.glob("*-*.json"):
+        stale.unlink()
+
+    # Second run, same command: resumes after epoch 3 and finishes.
+    second = run_job(script, out, env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming after epoch 3 of 6" in second.stdout
+
+    # The callbacks' state, the learning rate and the optimizer's step count at the first
+    # resumed epoch equal what was committed before the kill.
+    restored = {p.name.split("-")[0]: json.loads(p.read_text()) for p in probe.glob("*-*.json")}
+    es, lr, ck = restored["EarlyStopping"], restored["ReduceLROnPlateau"], restored["ModelCheckpoint"]
+    assert es["epoch"] == 3 and es["iterations"] == 3 * 8
+    assert es["best"] == pytest.approx(pre["early_stopping"]["best"])
+    assert es["wait"] == pre["early_stopping"]["wait"]
+    assert es["best_epoch"] == pre["early_stopping"]["best_epoch"]
+    assert lr["best"] == pytest.approx(pre["reduce_lr"]["best"])
+    assert lr["wait"] == pre["reduce_lr"]["wait"]
+    assert lr["cooldown_counter"] == pre["reduce_lr"]["cooldown_counter"]
+    assert ck["best"] == pytest.approx(pre["model_checkpoint"]["best"])
+    assert es["learning_rate"] == pytest.approx(pre["learning_rate_now"])
+
+    # Every finished epoch logged exactly once, the pre-kill rows unchanged.
+    history = train.read_history(out)
+    assert [row["epoch"] for row in history] == list(range(6))
+    assert history[:3] == pre_history
+
+    # best.keras holds the best epoch over the whole run, across the kill.
+    state = json.loads((out / "backup" / "state.json").read_text())
+    val_losses = [row["val_loss"] for row in history]
+    assert state["finished"] and state["best_epoch"] == int(np.argmin(val_losses)) + 1
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 2, 96).astype("int32")
+    best = keras.models.load_model(out / "best.keras")
+    loss = best.evaluate(x[64:], y[64:], batch_size=8, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(min(val_losses), rel=1e-4)
+
+    # Third run, same command: nothing trained.
+    third = run_job(script, out, env)
+    assert third.returncode == 0 and "already finished" in third.stdout
+    assert train.read_history(out) == history
