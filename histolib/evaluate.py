@@ -1,0 +1,328 @@
+"""Evaluation: predictions, metrics with intervals, thresholds, and paired comparisons.
+
+Everything is computed by scikit-learn (``sklearn.metrics``) and SciPy (``scipy.stats``); this
+module only arranges the calls and their inputs.
+
+Probabilities are handled as ``probs`` of shape ``(n, k)`` with ``k >= 2`` columns, one per
+class; a sigmoid model's ``(n, 1)`` output becomes ``[1 - p, p]``. For two classes the score of
+the positive class (label 1, e.g. tumour) is ``probs[:, 1]`` and a case is called positive when
+that score is ``>= threshold``; with more classes the call is the argmax and metrics are macro
+averages over classes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+#: The metrics `classification_metrics` reports as scalars (and `bootstrap_intervals` can bound).
+SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "auc")
+
+
+def as_class_probs(outputs) -> np.ndarray:
+    """Model outputs ``(n,)``, ``(n, 1)`` sigmoid or ``(n, k)`` softmax as ``(n, k>=2)`` float64."""
+    p = np.asarray(outputs, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[:, None]
+    if p.ndim != 2:
+        raise ValueError(f"expected outputs of shape (n,), (n, 1) or (n, k). Received: shape={p.shape}")
+    if p.shape[1] == 1:
+        p = np.concatenate([1.0 - p, p], axis=1)
+    return p
+
+
+def dihedral_views(images):
+    """The 8 flips/rotations of a batch ``(b, h, w, c)`` with ``h == w``, as a list of 8 tensors.
+
+    The dihedral group of the square: rotations by 0, 90, 180 and 270 degrees, each with and
+    without a left-right flip. Tissue has no preferred orientation, so a patch's label is the
+    same in all 8 views.
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or images.shape[1] != images.shape[2]:
+        raise ValueError(
+            "test-time augmentation needs square images (batch, h, h, channels). "
+            f"Received: shape={tuple(images.shape)}"
+        )
+    views = []
+    for k in range(4):
+        rotated = tf.image.rot90(images, k=k)
+        views += [rotated, tf.image.flip_left_right(rotated)]
+    return views
+
+
+def predict(model, dataset, *, tta: bool = False, steps: int | None = None, progress: bool = False):
+    """Labels and class probabilities of ``model`` over ``dataset``.
+
+    Args:
+        model: a Keras model whose output is probabilities (sigmoid ``(b, 1)`` or softmax).
+        dataset: ``tf.data.Dataset`` of ``(images (b, h, w, 3) float32, labels (b,) int)``.
+        tta: average the probabilities over the 8 `dihedral_views` of every image.
+        steps: stop after this many batches (for repeated datasets); default: all.
+        progress: show a Keras progress bar over batches.
+
+    Returns:
+        ``(y_true (n,) int64, probs (n, k) float64)`` with ``k >= 2`` (see `as_class_probs`).
+    """
+    import keras
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(images):
+        if not tta:
+            return tf.cast(model(images, training=False), tf.float32)
+        views = dihedral_views(images)
+        b = tf.shape(images)[0]
+        out = tf.cast(model(tf.concat(views, axis=0), training=False), tf.float32)
+        out = tf.reshape(out, tf.concat([[len(views), b], tf.shape(out)[1:]], axis=0))
+        return tf.reduce_mean(out, axis=0)
+
+    if steps is not None:
+        dataset = dataset.take(steps)
+    total = steps
+    if total is None:
+        cardinality = int(dataset.cardinality())
+        total = cardinality if cardinality >= 0 else None
+    bar = keras.utils.Progbar(total, unit_name="batch") if progress else None
+    labels, outputs = [], []
+    for i, (images, y) in enumerate(dataset):
+        outputs.append(forward(images).numpy())
+        labels.append(np.asarray(y).reshape(-1))
+        if bar is not None:
+            bar.update(i + 1)
+    if not labels:
+        raise ValueError("the dataset gave no batches to predict on")
+    return np.concatenate(labels).astype(np.int64), as_class_probs(np.concatenate(outputs))
+
+
+def choose_threshold(y_true, scores) -> dict:
+    """The decision threshold maximising Youden's J = TPR - FPR (= balanced accuracy - 0.5).
+
+    Use it on validation data only, never on test data. The threshold is placed halfway
+    between the score at the best ROC point and the next lower score, so that a small change
+    in a model's output does not flip the cases sitting exactly on it.
+
+    Args:
+        y_true: ``(n,)`` labels in {0, 1}.
+        scores: ``(n,)`` scores of class 1 (higher means more likely positive).
+
+    Returns:
+        ``{"threshold": t, "method": "youden_j", "youden_j": J, "balanced_accuracy": b}``;
+        ``t`` is 0.5 (method ``"default"``) when the labels hold only one class.
+    """
+    from sklearn.metrics import balanced_accuracy_score, roc_curve
+
+    y_true = np.asarray(y_true).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(np.unique(y_true)) < 2:
+        return {"threshold": 0.5, "method": "default", "reason": "validation labels hold one class"}
+    fpr, tpr, thresholds = roc_curve(y_true, scores, drop_intermediate=False)
+    best = int(np.argmax(tpr - fpr))
+    if best == 0:
+        threshold = 0.5
+    elif best + 1 < len(thresholds):
+        threshold = float((thresholds[best] + thresholds[best + 1]) / 2)
+    else:
+        threshold = float(np.nextafter(thresholds[best], -np.inf))
+    return {
+        "threshold": threshold,
+        "method": "youden_j",
+        "youden_j": float(tpr[best] - fpr[best]),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, scores >= threshold)),
+    }
+
+
+def threshold_path(model_path) -> list:
+    """Where the threshold of ``model_path`` may be stored, in the order they are tried.
+
+    ``NAME.threshold.json`` beside ``NAME.keras`` (a published model), then ``threshold.json``
+    in the model's folder (what `histolib.train.fit` writes beside ``best.keras``).
+    """
+    model_path = Path(model_path)
+    return [model_path.with_name(model_path.stem + ".threshold.json"), model_path.parent / "threshold.json"]
+
+
+def read_threshold(model_path) -> float:
+    """The decision threshold stored beside ``model_path`` (see `threshold_path`), else 0.5."""
+    for path in threshold_path(model_path):
+        if path.is_file():
+            value = json.loads(path.read_text()).get("threshold")
+            if value is None:
+                return 0.5
+            value = float(value)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"a threshold must lie in [0, 1]. Received: threshold={value} in {path}")
+            return value
+    return 0.5
+
+
+def predicted_labels(probs, threshold: float = 0.5) -> np.ndarray:
+    """Class calls: ``probs[:, 1] >= threshold`` for two classes, the argmax otherwise."""
+    probs = as_class_probs(probs)
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(np.int64)
+    return np.argmax(probs, axis=1).astype(np.int64)
+
+
+def _scalar_metrics(y_true, probs, y_pred) -> dict:
+    from sklearn import metrics as skm
+
+    k = probs.shape[1]
+    labels = np.arange(k)
+    average = "binary" if k == 2 else "macro"
+    out = {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred, labels=labels if k > 2 else None,
+                                         average=average, zero_division=0),
+        "recall": skm.recall_score(y_true, y_pred, labels=labels if k > 2 else None,
+                                   average=average, zero_division=0),
+        "f1": skm.f1_score(y_true, y_pred, labels=labels if k > 2 else None,
+                           average=average, zero_division=0),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+    }
+    present = np.unique(y_true)
+    if len(present) < 2:
+        out["auc"] = float("nan")
+    elif k == 2:
+        out["auc"] = skm.roc_auc_score(y_true, probs[:, 1])
+    elif len(present) == k:
+        out["auc"] = skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
+    else:
+        out["auc"] = float("nan")
+    return {key: float(value) for key, value in out.items()}
+
+
+def classification_metrics(y_true, probs, *, threshold: float = 0.5, class_names=None) -> dict:
+    """Accuracy, precision, recall, F1, balanced accuracy, ROC AUC, confusion matrix, report.
+
+    Args:
+        y_true: ``(n,)`` integer labels.
+        probs: class probabilities ``(n, k)`` (or a sigmoid's ``(n,)`` / ``(n, 1)``).
+        threshold: for two classes, the positive-class score at or above which a case is
+            called positive (read it from training with `read_threshold`; never tune it here).
+        class_names: ``k`` names for the report; default ``"0"``, ``"1"``, ...
+
+    Returns:
+        A JSON-ready dict: ``n``, ``threshold`` (None for more than two classes), ``average``
+        (``"binary"``: of class 1; ``"macro"``: unweighted mean over classes), the scalars of
+        `SCALAR_METRICS`, ``brier`` (two classes), ``auc_per_class`` (more than two classes,
+        one-vs-rest), ``confusion_matrix`` (rows true, columns predicted) and
+        ``classification_report`` (scikit-learn's, as a dict).
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
+    probs = as_class_probs(probs)
+    if len(y_true) != len(probs):
+        raise ValueError(f"y_true and probs must have the same length. Received: {len(y_true)} and {len(probs)}")
+    k = probs.shape[1]
+    if y_true.min(initial=0) < 0 or y_true.max(initial=0) >= k:
+        raise ValueError(f"labels must lie in 0..{k - 1} for {k} classes. Received: labels {np.unique(y_true).tolist()}")
+    names = [str(c) for c in (class_names if class_names is not None else range(k))]
+    if len(names) != k:
+        raise ValueError(f"class_names must name {k} classes. Received: class_names={list(class_names)!r}")
+    y_pred = predicted_labels(probs, threshold)
+    out = {"n": int(len(y_true)), "threshold": float(threshold) if k == 2 else None,
+           "average": "binary" if k == 2 else "macro"}
+    out.update(_scalar_metrics(y_true, probs, y_pred))
+    if k == 2:
+        out["brier"] = float(skm.brier_score_loss(y_true, probs[:, 1]))
+    else:
+        out["auc_per_class"] = {
+            name: (float(skm.roc_auc_score(y_true == c, probs[:, c])) if 0 < (y_true == c).sum() < len(y_true)
+                   else float("nan"))
+            for c, name in enumerate(names)
+        }
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=np.arange(k)).tolist()
+    out["classification_report"] = skm.classification_report(
+        y_true, y_pred, labels=np.arange(k), target_names=names, output_dict=True, zero_division=0)
+    return out
+
+
+def bootstrap_intervals(y_true, probs, *, threshold: float = 0.5, metrics=SCALAR_METRICS,
+                        n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Percentile bootstrap intervals of metrics, resampling cases with replacement.
+
+    Runs ``scipy.stats.bootstrap`` over case indices (so labels and scores stay paired) with a
+    ``numpy.random.Generator`` seeded by ``seed``; the global RNG is not touched.
+
+    Returns:
+        ``{metric: [low, high]}`` for each name in ``metrics`` (from `SCALAR_METRICS`).
+    """
+    from scipy import stats
+
+    y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
+    probs = as_class_probs(probs)
+    unknown = sorted(set(metrics) - set(SCALAR_METRICS))
+    if unknown:
+        raise ValueError(f"metrics must be among {SCALAR_METRICS}. Received unknown: {unknown}")
+    y_pred = predicted_labels(probs, threshold)
+    out = {}
+    for name in metrics:
+        def statistic(index, name=name):
+            return _scalar_metrics(y_true[index], probs[index], y_pred[index])[name]
+
+        result = stats.bootstrap(
+            (np.arange(len(y_true)),), statistic, n_resamples=n_resamples, confidence_level=confidence,
+            method="percentile", vectorized=False, rng=np.random.default_rng(seed),
+        )
+        out[name] = [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+    return out
+
+
+def evaluate_model(model, dataset, *, threshold: float = 0.5, tta: bool = False, class_names=None,
+                   steps: int | None = None, bootstrap: int = 0, seed: int = 0, progress: bool = False) -> dict:
+    """`predict` then `classification_metrics` (and `bootstrap_intervals` when ``bootstrap`` > 0).
+
+    Returns the metrics dict, with ``tta`` and, when asked, ``ci95`` (``{metric: [low, high]}``
+    from ``bootstrap`` resamples).
+    """
+    y_true, probs = predict(model, dataset, tta=tta, steps=steps, progress=progress)
+    out = classification_metrics(y_true, probs, threshold=threshold, class_names=class_names)
+    out["tta"] = bool(tta)
+    if bootstrap:
+        out["ci95"] = bootstrap_intervals(y_true, probs, threshold=threshold, n_resamples=bootstrap, seed=seed)
+    return out
+
+
+def paired_comparison(baseline, variant) -> dict:
+    """Compare two variants scored on the same training seeds, with paired tests.
+
+    Args:
+        baseline: ``(s,)`` scores of the baseline, one per training seed.
+        variant: ``(s,)`` scores of the variant on the same seeds, in the same order.
+
+    Returns:
+        ``n``, ``mean_baseline``, ``mean_variant``, ``mean_difference`` (variant - baseline),
+        ``ttest_rel`` (``scipy.stats.ttest_rel``: statistic, pvalue) and ``wilcoxon``
+        (``scipy.stats.wilcoxon``: statistic, pvalue; with 5 seeds or fewer its two-sided p
+        cannot go below 0.0625, so it alone cannot show a difference there).
+    """
+    from scipy import stats
+
+    a = np.asarray(baseline, dtype=np.float64).reshape(-1)
+    b = np.asarray(variant, dtype=np.float64).reshape(-1)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(
+            "baseline and variant need the same number (>= 2) of per-seed scores. "
+            f"Received: {len(a)} and {len(b)}"
+        )
+    t = stats.ttest_rel(b, a)
+    diff = b - a
+    if np.allclose(diff, 0):
+        w = {"statistic": float("nan"), "pvalue": 1.0}
+    else:
+        wr = stats.wilcoxon(b, a)
+        w = {"statistic": float(wr.statistic), "pvalue": float(wr.pvalue)}
+    return {
+        "n": int(len(a)),
+        "mean_baseline": float(a.mean()),
+        "mean_variant": float(b.mean()),
+        "mean_difference": float(diff.mean()),
+        "ttest_rel": {"statistic": float(t.statistic), "pvalue": float(t.pvalue)},
+        "wilcoxon": w,
+    }
