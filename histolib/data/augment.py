@@ -1,0 +1,167 @@
+"""Augmentation sets as Keras preprocessing layers, for training data on [0, 1] images.
+
+``augmentation(name, seed=0)`` returns a ``keras.layers.Pipeline`` that maps float32
+``(batch, h, w, 3)`` images in [0, 1] to the same shape and range. Every layer runs inside a
+``tf.data`` pipeline under any Keras backend; :func:`histolib.data.load` applies it to the
+training split only.
+
+Sets:
+
+- ``"pcam-seed"``: the PCam seed's README, "random flips, brightness +-0.1, contrast 0.8-1.2":
+  independent horizontal and vertical flips, ``RandomBrightness(0.1)`` and
+  ``RandomContrast(0.2)``, both with ``value_range=(0, 1)`` (their default is 0-255, which on
+  [0, 1] images would make the brightness shift 255 times too small).
+- ``"pcam"``: the better set. All 8 flips and 90-degree rotations of the square (the symmetry
+  group of a patch, drawn uniformly: horizontal flip, vertical flip and a transpose, each with
+  probability 1/2; Keras has no 90-degree rotation layer, hence :class:`RandomTranspose`),
+  stain jitter in haematoxylin-eosin-DAB space (:class:`RandomHEDJitter`, after Tellez et al.
+  2018), then the seed's brightness and contrast.
+- ``"subtype"``: what the ovarian seed's README promises and its code lacks: rotation (up to
+  +-36 degrees), flips and zoom (+-10 %), reflecting at the borders.
+
+Note: Keras 3's ``RandomFlip("horizontal_and_vertical")`` draws one coin per image and flips
+both axes together, so it only ever gives the identity or a 180-degree rotation; the sets here
+use two single-axis flip layers instead.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+try:  # Keras >= 3.10
+    from keras.src.layers.preprocessing.data_layer import DataLayer as _DataLayer
+except ImportError:  # pragma: no cover - older Keras 3
+    from keras.src.layers.preprocessing.tf_data_layer import TFDataLayer as _DataLayer
+
+NAMES = ("pcam-seed", "pcam", "subtype")
+"""The augmentation sets :func:`augmentation` knows."""
+
+# Ruifrok & Johnston (2001): rows are the optical density of haematoxylin, eosin and DAB (R, G, B).
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_RGB_FROM_HED = _RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+
+
+@keras.saving.register_keras_serializable(package="histolib")
+class RandomTranspose(_DataLayer):
+    """Swap height and width of each image with probability 1/2 (a reflection in the diagonal).
+
+    With a horizontal and a vertical flip, each drawn with probability 1/2, this gives all 8
+    flips and 90-degree rotations of a square image uniformly.
+
+    Args:
+        seed: int seed.
+
+    Call arguments:
+        inputs: ``(batch, s, s, c)`` or ``(s, s, c)``, square.
+        training: when False, return ``inputs`` unchanged.
+
+    Returns:
+        Same shape and dtype as ``inputs``.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=True):
+        if not training:
+            return inputs
+        ops = self.backend
+        batched = len(inputs.shape) == 4
+        x = inputs if batched else ops.numpy.expand_dims(inputs, 0)
+        coin = ops.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self._get_seed_generator(ops._backend))
+        x = ops.numpy.where(coin < 0.5, ops.numpy.transpose(x, (0, 2, 1, 3)), x)
+        return x if batched else x[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="histolib")
+class RandomHEDJitter(_DataLayer):
+    """Stain jitter in haematoxylin-eosin-DAB space (Tellez et al. 2018,
+    https://arxiv.org/abs/1902.06543).
+
+    Each image goes to optical density, ``-ln(rgb)``, then to stain amounts with the inverse of
+    the Ruifrok-Johnston stain matrix; each stain channel ``s`` becomes ``s * a + b`` with ``a``
+    uniform in ``[1 - factor, 1 + factor]`` and ``b`` uniform in ``[-bias, bias]`` per image and
+    channel, and the result goes back to RGB, clipped to [0, 1].
+
+    Args:
+        factor: scale jitter, >= 0 (0.05 is Tellez et al.'s "HED-light").
+        bias: shift jitter in optical density units, >= 0.
+        seed: int seed.
+
+    Call arguments:
+        inputs: float ``(batch, h, w, 3)`` or ``(h, w, 3)`` RGB in [0, 1].
+        training: when False, return ``inputs`` unchanged.
+
+    Returns:
+        Same shape, float in [0, 1].
+    """
+
+    def __init__(self, factor=0.05, bias=0.05, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if factor < 0 or bias < 0:
+            raise ValueError(f"factor and bias must be >= 0. Received: factor={factor}, bias={bias}")
+        self.factor, self.bias, self.seed = float(factor), float(bias), seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=True):
+        if not training:
+            return inputs
+        ops = self.backend
+        batched = len(inputs.shape) == 4
+        x = inputs if batched else ops.numpy.expand_dims(inputs, 0)
+        seed = self._get_seed_generator(ops._backend)
+        shape = (ops.shape(x)[0], 1, 1, 3)
+        scale = ops.random.uniform(shape, 1 - self.factor, 1 + self.factor, seed=seed)
+        shift = ops.random.uniform(shape, -self.bias, self.bias, seed=seed)
+        od = -ops.numpy.log(ops.numpy.clip(x, 1e-3, 1.0))  # (b, h, w, 3) optical density
+        hed = ops.numpy.matmul(od, ops.convert_to_tensor(_HED_FROM_RGB, x.dtype)) * scale + shift
+        rgb = ops.numpy.exp(-ops.numpy.matmul(hed, ops.convert_to_tensor(_RGB_FROM_HED, x.dtype)))
+        rgb = ops.numpy.clip(rgb, 0.0, 1.0)
+        return rgb if batched else rgb[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "bias": self.bias, "seed": self.seed}
+
+
+def _seed(seed, k):
+    return None if seed is None else int(seed) + k
+
+
+def augmentation(name: str, seed: int | None = 0) -> keras.layers.Pipeline:
+    """The augmentation set ``name`` as a ``keras.layers.Pipeline`` of preprocessing layers.
+
+    Args:
+        name: ``"pcam-seed"``, ``"pcam"`` or ``"subtype"`` (see the module docstring).
+        seed: base seed; layer ``k`` gets ``seed + k``. ``None`` draws fresh randomness.
+
+    Returns:
+        A pipeline mapping float32 ``(batch, h, w, 3)`` in [0, 1] to the same shape and range.
+    """
+    flips = [keras.layers.RandomFlip("horizontal", seed=_seed(seed, 0)),
+             keras.layers.RandomFlip("vertical", seed=_seed(seed, 1))]
+    colour = [keras.layers.RandomBrightness(0.1, value_range=(0, 1), seed=_seed(seed, 2)),
+              keras.layers.RandomContrast(0.2, value_range=(0, 1), seed=_seed(seed, 3))]
+    if name == "pcam-seed":
+        layers = flips + colour
+    elif name == "pcam":
+        layers = flips + [RandomTranspose(seed=_seed(seed, 4)),
+                          RandomHEDJitter(0.05, 0.05, seed=_seed(seed, 5))] + colour
+    elif name == "subtype":
+        layers = flips + [keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=_seed(seed, 6)),
+                          keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=_seed(seed, 7))]
+    else:
+        raise ValueError(f"augment must be one of {NAMES} or None. Received: augment={name!r}")
+    return keras.layers.Pipeline(layers, name=f"augment_{name.replace('-', '_')}")
