@@ -465,7 +465,6 @@ def fit(
 
     out_dir = Path(out_dir)
     backup = out_dir / "backup"
-    backup.mkdir(parents=True, exist_ok=True)
     state_path = backup / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     started = time.time()
@@ -483,6 +482,7 @@ def fit(
         loss = _compile(model, learning_rate=learning_rate, num_classes=num_classes,
                         steps_per_execution=steps_per_execution)
 
+    backup.mkdir(parents=True, exist_ok=True)
     settings = {
         "learning_rate": float(learning_rate), "patience": int(patience),
         "lr_patience": int(lr_patience), "lr_factor": float(lr_factor), "min_lr": float(min_lr),
