@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. val_auc)")
     t.add_argument("--class-weight", choices=["none", "balanced"], default="none",
                    help="weight classes by inverse frequency in the train split (default none)")
-    t.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
-                   help="backbone initialisation (ignored by seed-pcam, which trains from scratch)")
+    t.add_argument("--weights", default="auto", metavar="W",
+                   help="initial weights: auto (ImageNet for pretrained backbones, with the backbone "
+                   "frozen; nothing for seed-pcam and seed_cnn), imagenet, none (random, nothing "
+                   "frozen) or a weights file (default auto)")
     t.add_argument("--precision", default="auto",
                    choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    help="Keras dtype policy; auto: mixed_bfloat16 on CPUs with bfloat16 instructions "
