@@ -17,17 +17,19 @@ class Selection:
 
     Attributes:
         class_names: names in label order.
-        labels: int32 ``(n,)`` labels in reading order (with repeats when oversampled).
+        labels: int32 ``(n,)`` labels in reading order (with repeats when oversampled), or a
+            function returning them, for sources where that means a scan (TFDS).
         batches: ``batches(batch_size, shuffle, seed, image_size)`` -> ``tf.data.Dataset`` of
             ``(images float32 (b, h, w, 3) in [0, 1], labels int32 (b,))``.
     """
 
     class_names: list
-    labels: np.ndarray
+    labels: np.ndarray | Callable[[], np.ndarray]
     batches: Callable[..., tf.data.Dataset]
 
     def counts(self) -> list[int]:
-        return np.bincount(self.labels, minlength=len(self.class_names)).astype(int).tolist()
+        labels = self.labels() if callable(self.labels) else self.labels
+        return np.bincount(labels, minlength=len(self.class_names)).astype(int).tolist()
 
 
 def to_float(images, image_size=None):

@@ -108,6 +108,7 @@ def group_keys(paths, group_by) -> np.ndarray:
 def _read_tiff(path) -> np.ndarray:
     import tifffile
 
+    path = np.asarray(path).item()
     path = path.decode() if isinstance(path, bytes) else str(path)
     try:
         image = np.asarray(tifffile.imread(path))
