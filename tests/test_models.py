@@ -78,3 +78,226 @@ def test_build_model_seed_pcam():
         build_model("seed-pcam", num_classes=5)
     with pytest.raises(ValueError, match="Valid names: .*seed-pcam"):
         build_model("resnet")
+
+
+# ---------------------------------------------------------------- backbones and build_classifier
+import h5py  # noqa: E402
+
+from histolib.layers import DifferentialAttention, ThresholdedAttention  # noqa: E402
+from histolib.models import (  # noqa: E402
+    BACKBONES,
+    WeightsNotFoundError,
+    build_classifier,
+    build_seed_subtype_model,
+    get_backbone,
+    gradcam_layer_name,
+    list_backbones,
+    list_models,
+)
+from histolib.models import weights as weights_module  # noqa: E402
+
+
+def test_list_backbones_and_unknown_names():
+    assert list_backbones() == ["inception_v3", "xception", "mobilenet", "seed_cnn"]
+    with pytest.raises(ValueError, match="Valid backbones: inception_v3, xception, mobilenet, seed_cnn"):
+        get_backbone("resnet50")
+    with pytest.raises(ValueError, match="attention='cross'"):
+        build_classifier("seed_cnn", attention="cross", weights=None)
+    with pytest.raises(ValueError, match="num_classes=1"):
+        build_classifier("seed_cnn", num_classes=1, weights=None)
+    with pytest.raises(ValueError, match="input_shape"):
+        build_classifier("seed_cnn", input_shape=(96, 96), weights=None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["inception_v3", "xception", "mobilenet"])
+def test_backbone_spec_matches_keras(name):
+    """The stated feature-map sizes, channels, Grad-CAM layer and min size, checked on Keras."""
+    spec = get_backbone(name)
+
+    def features(size):
+        return spec.constructor(include_top=False, weights=None, input_shape=(size, size, 3))
+
+    for size in (96, 224, 299):
+        model = features(size)
+        assert model.output_shape[1:] == (spec.grid[size], spec.grid[size], spec.channels)
+    assert model.get_layer(spec.gradcam_layer).output.shape[1:3] == (spec.grid[299],) * 2
+    assert features(spec.min_size).output_shape[1] >= 3
+    if spec.min_size > 71:  # Xception refuses inputs under 71 px
+        assert features(spec.min_size - 1).output_shape[1] < 3
+
+
+def test_seed_cnn_spec_matches_the_seed_trunk():
+    spec = get_backbone("seed_cnn")
+    for size in (96, 224, 299):
+        model = build_classifier("seed_cnn", input_shape=(size, size, 3), weights=None)
+        grid = model.get_layer("pool3").output.shape
+        assert grid[1:] == (spec.grid[size], spec.grid[size], spec.channels)
+
+
+@pytest.mark.parametrize("attention", [None, "self", "thresholded", "differential"])
+def test_build_classifier_variants(attention):
+    keras.utils.set_random_seed(1)
+    model = build_classifier("mobilenet", attention=attention, num_classes=3, weights=None)
+    assert model.name == ("mobilenet" if attention is None else f"mobilenet+{attention}")
+    scale = model.get_layer("scale")
+    np.testing.assert_allclose(scale(np.array([0.0, 0.5, 1.0], "float32")), [-1.0, 0.0, 1.0])
+    assert gradcam_layer_name(model) == "conv_pw_13_relu"
+    x = np.random.default_rng(0).uniform(0, 1, (2, 96, 96, 3)).astype("float32")
+    probs = keras.ops.convert_to_numpy(model(x))
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    if attention is not None:
+        assert model.get_layer("tokens").output.shape == (None, 9, 1024)
+    assert all(w.trainable for w in model.weights if "moving" not in w.path)
+
+
+def test_small_maps_are_resized_inside_the_model():
+    model = build_classifier("inception_v3", attention="self", weights=None)
+    assert model.input_shape == (None, 96, 96, 3)
+    assert model.get_layer("resize").output.shape == (None, 139, 139, 3)
+    assert model.get_layer("mixed10").output.shape == (None, 3, 3, 2048)
+    assert model.get_layer("tokens").output.shape == (None, 9, 2048)
+    assert "resize" not in [layer.name for layer in build_classifier("xception", weights=None).layers]
+
+
+def test_seed_cnn_classifier_has_no_scaling_and_no_imagenet_weights():
+    model = build_classifier("seed_cnn", attention="differential", weights=None)
+    names = [layer.name for layer in model.layers]
+    assert "scale" not in names and "resize" not in names
+    assert isinstance(model.get_layer("attention"), DifferentialAttention)
+    assert model.get_layer("attention").out_proj.kernel.shape == (128, 256)
+    with pytest.raises(ValueError, match="seed_cnn.*weights=None"):
+        build_classifier("seed_cnn", weights="imagenet")
+
+
+def test_seed_subtype_model_as_published():
+    model = build_seed_subtype_model("mobilenet", input_shape=(96, 96, 3), weights=None)
+    names = [layer.name for layer in model.layers]
+    assert "scale" not in names  # the seed fed [0, 1] straight to the backbone
+    order = ["tokens", "attention", "noise1", "pool", "fc", "bn", "noise2", "dropout", "probs"]
+    assert names[-len(order):] == order
+    attention = model.get_layer("attention")
+    assert isinstance(attention, ThresholdedAttention) and attention.key_dim == 1024
+    assert model.output_shape == (None, 5)
+    assert model.get_layer("fc").units == 512
+    assert model.get_layer("noise1").stddev == 0.25 and model.get_layer("dropout").rate == 0.25
+    with pytest.raises(ValueError, match="backbone='seed_cnn'"):
+        build_seed_subtype_model("seed_cnn", weights=None)
+
+
+def test_build_model_names():
+    names = list_models()
+    assert len(names) == 1 + 3 + 4 * 4
+    assert {"seed-pcam", "seed-subtype-xception", "mobilenet+differential", "seed_cnn+self"} <= set(names)
+    model = build_model("seed_cnn+self")  # weights="auto": seed_cnn has none
+    assert model.name == "seed_cnn+self" and model.output_shape == (None, 2)
+    assert build_model("mobilenet+differential", weights=None, num_classes=4).output_shape == (None, 4)
+    model = build_model("seed-subtype-mobilenet", weights=None, num_classes=5, input_shape=(96, 96, 3))
+    assert model.name == "seed-subtype-mobilenet"
+    for bad in ("mobilenet+", "seed-subtype-seed_cnn", "mobilenet+self+self", "vgg16"):
+        with pytest.raises(ValueError, match="Valid names: seed-pcam, "):
+            build_model(bad, weights=None)
+
+
+def test_classifier_keras_round_trip(tmp_path):
+    model = build_classifier("seed_cnn", attention="differential", input_shape=(32, 32, 3), weights=None)
+    x = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
+# ---------------------------------------------------------------- weights, offline
+def _no_network(*args, **kwargs):
+    raise AssertionError("the test tried to reach the network")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network, an empty Keras cache, no HISTOLIB_WEIGHTS_DIR."""
+    monkeypatch.setattr(weights_module, "reachable", lambda *a, **k: False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv("HISTOLIB_WEIGHTS_DIR", raising=False)
+    return tmp_path
+
+
+def _write_keras_h5(model, path):
+    """Write weights the way Keras's own application files are stored (legacy HDF5)."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
+    spec = get_backbone("mobilenet")
+    fname = spec.weights_file(128)
+    assert fname == "mobilenet_1_0_128_tf_no_top.h5"
+    keras.utils.set_random_seed(3)
+    source = keras.applications.MobileNet(include_top=False, weights=None, input_shape=(128, 128, 3))
+    weights_dir = offline / "weights"
+    weights_dir.mkdir()
+    _write_keras_h5(source, weights_dir / fname)
+    monkeypatch.setenv("HISTOLIB_WEIGHTS_DIR", str(weights_dir))
+    monkeypatch.setattr(weights_module, "reachable", _no_network)
+    model = build_classifier("mobilenet", input_shape=(128, 128, 3), weights="imagenet")
+    for layer in source.layers:
+        if layer.weights:
+            loaded = model.get_layer(layer.name)
+            for a, b in zip(loaded.get_weights(), layer.get_weights()):
+                np.testing.assert_array_equal(a, b)
+            assert not loaded.trainable  # frozen: pretrained weights, freeze=True
+    assert model.get_layer("probs").trainable
+    # The same file given as a path, unfrozen.
+    model = build_classifier(
+        "mobilenet", input_shape=(128, 128, 3), weights=str(weights_dir / fname), freeze=False
+    )
+    np.testing.assert_array_equal(
+        model.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0]
+    )
+    assert model.get_layer("conv1").trainable
+
+
+def test_offline_without_weights_names_the_file(offline):
+    with pytest.raises(WeightsNotFoundError) as error:
+        build_classifier("inception_v3", weights="imagenet")
+    message = str(error.value)
+    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" in message
+    assert "HISTOLIB_WEIGHTS_DIR" in message and str(offline / "keras_home" / "models") in message
+    with pytest.raises(FileNotFoundError, match="no_such.h5"):
+        build_classifier("xception", weights=str(offline / "no_such.h5"))
+
+
+def test_keras_cache_is_used_without_network(offline, monkeypatch):
+    spec = get_backbone("xception")
+    cache = offline / "keras_home" / "models"
+    cache.mkdir(parents=True)
+    (cache / spec.weights_file()).write_bytes(b"")
+    monkeypatch.setattr(weights_module, "reachable", _no_network)
+    assert weights_module.resolve_weights(spec, "imagenet") == "imagenet"
+
+
+def test_weights_urls_match_keras():
+    from keras.src.applications import inception_v3, mobilenet, xception
+
+    assert get_backbone("inception_v3").weights_url + get_backbone("inception_v3").weights_file() == (
+        inception_v3.WEIGHTS_PATH_NO_TOP
+    )
+    assert get_backbone("xception").weights_url + get_backbone("xception").weights_file() == (
+        xception.WEIGHTS_PATH_NO_TOP
+    )
+    assert get_backbone("mobilenet").weights_url == mobilenet.BASE_WEIGHT_PATH
+    assert BACKBONES["seed_cnn"].weights_file() is None
+
+
+def test_reachable_is_quick_and_local():
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert weights_module.reachable("127.0.0.1", port, timeout=2.0)
+    assert not weights_module.reachable("127.0.0.1", port, timeout=2.0)  # closed now

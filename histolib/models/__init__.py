@@ -2,7 +2,18 @@
 
 Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
 ``histolib.data.load`` gives them, and does any scaling inside the model with plain layers
-(``Rescaling``; no ``Lambda``), so nothing is scaled twice.
+(``Rescaling``, ``Resizing``; no ``Lambda``), so nothing is scaled twice.
+
+- `build_seed_pcam_model()`: the PCam seed, 494,337 parameters.
+- `build_seed_subtype_model(backbone)`: the ovarian seed on a frozen ImageNet backbone.
+- `build_classifier(backbone, *, attention=None, num_classes=2, input_shape=(96, 96, 3),
+  weights="imagenet", freeze=True)`: any backbone of `list_backbones()` with attention
+  ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``.
+- `build_model(name, *, num_classes=2, input_shape=None, weights="auto")`: the command
+  line's names, `list_models()`.
+- `get_backbone(name)` gives a backbone's spec (scaling, sizes, Grad-CAM layer, channels);
+  `gradcam_layer_name(model)` the Grad-CAM layer of a built model. Feature-map sizes at 96,
+  224 and 299 pixels are tabulated in `histolib.models.backbones`.
 
 Output convention (see `histolib.models.outputs`): models output probabilities in float32.
 The PCam seed (``build_model("seed-pcam")``) outputs ``(batch, 1)``, the sigmoid probability
@@ -12,6 +23,7 @@ of class 1, trained with ``binary_crossentropy``; every other model outputs a so
 any model uses:
 
 - ``loss_for(model)``: the loss name for the model's output;
+- ``is_sigmoid(model)``: whether the output is one sigmoid column;
 - ``positive_probability(probs)``: ``(batch,)`` probability of class 1 from ``(batch, 1)`` or
   ``(batch, 2)`` (for ROC/AUC, PR curves, thresholds);
 - ``class_probabilities(probs)``: ``(batch, k)`` for any model (a sigmoid ``p`` becomes
@@ -19,6 +31,15 @@ any model uses:
 - ``predicted_class(probs, threshold=0.5)``: int labels ``(batch,)``.
 """
 
+from histolib.models.backbones import (
+    BACKBONES,
+    MIN_GRID,
+    BackboneSpec,
+    get_backbone,
+    gradcam_layer_name,
+    list_backbones,
+)
+from histolib.models.classifier import build_classifier
 from histolib.models.outputs import (
     class_probabilities,
     is_sigmoid,
@@ -27,14 +48,24 @@ from histolib.models.outputs import (
     predicted_class,
 )
 from histolib.models.registry import build_model, list_models
-from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model
+from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model, build_seed_subtype_model
+from histolib.models.weights import WeightsNotFoundError
 
 __all__ = [
+    "BACKBONES",
+    "MIN_GRID",
     "SEED_PCAM_PARAMS",
+    "BackboneSpec",
+    "WeightsNotFoundError",
+    "build_classifier",
     "build_model",
     "build_seed_pcam_model",
+    "build_seed_subtype_model",
     "class_probabilities",
+    "get_backbone",
+    "gradcam_layer_name",
     "is_sigmoid",
+    "list_backbones",
     "list_models",
     "loss_for",
     "positive_probability",

@@ -9,33 +9,11 @@ from __future__ import annotations
 import keras
 
 from histolib.layers import SelfAttention, ThresholdedAttention
+from histolib.models.backbones import get_backbone, seed_cnn_features
+from histolib.models.classifier import check_input_shape, backbone_features
 
 #: The PCam seed's published parameter count.
 SEED_PCAM_PARAMS = 494_337
-#: The name of the PCam seed's last convolution, for Grad-CAM.
-SEED_PCAM_LAST_CONV = "conv3"
-
-
-def seed_cnn_features(inputs, *, l2: float = 1e-4):
-    """The PCam seed's convolutional trunk on ``inputs`` ``(batch, h, w, 3)`` in [0, 1].
-
-    Three blocks of ``Conv2D(f, 3, padding="same", activation="relu")`` then
-    ``MaxPooling2D(2)``, with ``f`` = 64, 128, 256 and L2 ``l2`` on the kernels. The
-    convolutions are named ``conv1`` ... ``conv3`` (the last is Grad-CAM's layer). Returns the
-    map ``(batch, h // 8, w // 8, 256)``: 12x12 at 96 pixels.
-    """
-    x = inputs
-    for index, filters in enumerate((64, 128, 256), start=1):
-        x = keras.layers.Conv2D(
-            filters,
-            3,
-            padding="same",
-            activation="relu",
-            kernel_regularizer=keras.regularizers.L2(l2),
-            name=f"conv{index}",
-        )(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
-    return x
 
 
 def build_seed_pcam_model(input_shape=(96, 96, 3), *, l2: float = 1e-4) -> keras.Model:
@@ -73,3 +51,59 @@ def build_seed_pcam_model(input_shape=(96, 96, 3), *, l2: float = 1e-4) -> keras
         1, activation="sigmoid", kernel_regularizer=regularizer, dtype="float32", name="prob"
     )(x)
     return keras.Model(inputs, outputs, name="seed_pcam")
+
+
+def build_seed_subtype_model(
+    backbone: str = "inception_v3",
+    *,
+    num_classes: int = 5,
+    input_shape=(224, 224, 3),
+    weights="imagenet",
+) -> keras.Model:
+    """The ovarian-subtype seed's model as published, on one ImageNet backbone.
+
+    Input ``(batch, 224, 224, 3)`` float32 in [0, 1], fed to the frozen backbone as it is:
+    the seed scaled its PNGs by 1/255 and skipped the backbone's ``preprocess_input``, and
+    this builder keeps that. The cost: the ImageNet weights expect ``[-1, 1]`` (``2x - 1`` on
+    [0, 1]), so every image arrives with its mean shifted by about +0.5 and its contrast halved
+    in the backbone's units; the frozen BatchNorm statistics no longer match, the features are
+    not the ones ImageNet training made, and a frozen backbone cannot adapt.
+    `build_classifier` scales correctly.
+
+    Layers: the frozen backbone without its top (``include_top=False``; 5x5x2048 for
+    InceptionV3, 7x7x2048 Xception, 7x7x1024 MobileNet at 224), the map as tokens
+    ``(batch, grid*grid, channels)``, ``ThresholdedAttention(key_dim=channels)``,
+    ``GaussianNoise(0.25)``, ``GlobalAveragePooling1D``, ``Dense(512, relu)``,
+    ``BatchNormalization``, ``GaussianNoise(0.25)``, ``Dropout(0.25)``,
+    ``Dense(num_classes, softmax)`` in float32.
+
+    Args:
+        backbone: ``"inception_v3"``, ``"xception"`` or ``"mobilenet"``.
+        num_classes: 5 in the seed (CC, EC, HGSC, LGSC, MC).
+        input_shape: ``(h, w, 3)``; the seed used 224 x 224.
+        weights: ``"imagenet"``, a weights file path, or ``None`` (see
+            `histolib.models.weights`); the backbone is frozen when weights are given.
+
+    Returns:
+        A ``keras.Model`` named ``seed-subtype-<backbone>``, output ``(batch, num_classes)``
+        softmax probabilities.
+    """
+    spec = get_backbone(backbone)
+    if spec.constructor is None:
+        raise ValueError(
+            "The ovarian seed used ImageNet backbones: inception_v3, xception or mobilenet. "
+            f"Received: backbone={backbone!r}"
+        )
+    inputs = keras.Input(check_input_shape(input_shape), name="image")
+    x = backbone_features(spec, inputs, weights=weights, freeze=True, scale_inputs=False)
+    _, h, w, c = x.shape
+    x = keras.layers.Reshape((h * w, c), name="tokens")(x)  # (batch, h*w, c)
+    x = ThresholdedAttention(key_dim=c, name="attention")(x)
+    x = keras.layers.GaussianNoise(0.25, name="noise1")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    x = keras.layers.Dense(512, activation="relu", name="fc")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GaussianNoise(0.25, name="noise2")(x)
+    x = keras.layers.Dropout(0.25, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=f"seed-subtype-{backbone}")

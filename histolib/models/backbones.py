@@ -1,0 +1,183 @@
+"""One spec per backbone, after timm's registry: constructor, scaling, sizes, layers.
+
+Feature maps ``(grid x grid x channels)`` of each backbone's last block (``include_top=False``)
+at three input sizes, measured with Keras 3.15:
+
+=============  ==========  ==========  ==========  ========  ====================  ========
+backbone       96 px       224 px      299 px      channels  Grad-CAM layer        min size
+=============  ==========  ==========  ==========  ========  ====================  ========
+inception_v3   1 x 1       5 x 5       8 x 8       2048      mixed10               139
+xception       3 x 3       7 x 7       10 x 10     2048      block14_sepconv2_act  71
+mobilenet      3 x 3       7 x 7       9 x 9       1024      conv_pw_13_relu       95
+seed_cnn       12 x 12     28 x 28     37 x 37     256       conv3                 24
+=============  ==========  ==========  ==========  ========  ====================  ========
+
+"min size" is the smallest square input that gives at least a 3 x 3 map (`MIN_GRID`). A 1 x 1
+map (InceptionV3 at 96 px) leaves attention a single token, which can only attend to itself,
+and gives Grad-CAM a single cell, so `build_classifier` resizes smaller inputs up to the
+backbone's min size inside the model (a ``Resizing`` layer after the input); the model's input
+shape stays what the caller asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import keras
+
+#: The smallest feature map side `build_classifier` accepts for attention and Grad-CAM.
+MIN_GRID = 3
+
+_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the builders need to know about one backbone.
+
+    Attributes:
+        name: the registry name (``"inception_v3"``, ...).
+        constructor: the ``keras.applications`` function, or ``None`` for ``seed_cnn``.
+        scale, offset: the ``Rescaling(scale, offset)`` that maps [0, 1] images to what the
+            backbone's ``preprocess_input`` gives for 0-255 images (``"tf"`` mode:
+            ``x / 127.5 - 1``, hence ``2 x - 1`` on [0, 1]); ``(1, 0)`` means no scaling.
+        default_size: the input side the backbone was trained at.
+        gradcam_layer: the name of the last convolutional block's output, for Grad-CAM.
+        channels: channels of the last feature map.
+        min_size: smallest input side that gives a `MIN_GRID` x `MIN_GRID` map.
+        grid: feature map side at 96, 224 and 299 pixels.
+        attention_dim: the attention width `build_classifier` uses on this backbone.
+        weights_url: the directory Keras downloads the ImageNet weights from, or ``None``.
+    """
+
+    name: str
+    constructor: Callable | None
+    scale: float
+    offset: float
+    default_size: int
+    gradcam_layer: str
+    channels: int
+    min_size: int
+    grid: dict = field(default_factory=dict)
+    attention_dim: int = 256
+    weights_url: str | None = None
+
+    def weights_file(self, input_size: int | None = None) -> str | None:
+        """Keras's own file name for the ImageNet weights without the top
+        (``include_top=False``), as cached under ``~/.keras/models``; ``None`` for a backbone
+        without pretrained weights. MobileNet's name depends on the input size (Keras uses
+        the 224 file for sizes other than 128, 160, 192, 224)."""
+        if self.name == "inception_v3":
+            return "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        if self.name == "xception":
+            return "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        if self.name == "mobilenet":
+            rows = input_size if input_size in (128, 160, 192, 224) else 224
+            return f"mobilenet_1_0_{rows}_tf_no_top.h5"
+        return None
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            name="inception_v3",
+            constructor=keras.applications.InceptionV3,
+            scale=2.0,
+            offset=-1.0,
+            default_size=299,
+            gradcam_layer="mixed10",
+            channels=2048,
+            min_size=139,
+            grid={96: 1, 224: 5, 299: 8},
+            weights_url=_KERAS_WEIGHTS + "inception_v3/",
+        ),
+        BackboneSpec(
+            name="xception",
+            constructor=keras.applications.Xception,
+            scale=2.0,
+            offset=-1.0,
+            default_size=299,
+            gradcam_layer="block14_sepconv2_act",
+            channels=2048,
+            min_size=71,
+            grid={96: 3, 224: 7, 299: 10},
+            weights_url=_KERAS_WEIGHTS + "xception/",
+        ),
+        BackboneSpec(
+            name="mobilenet",
+            constructor=keras.applications.MobileNet,
+            scale=2.0,
+            offset=-1.0,
+            default_size=224,
+            gradcam_layer="conv_pw_13_relu",
+            channels=1024,
+            min_size=95,
+            grid={96: 3, 224: 7, 299: 9},
+            weights_url=_KERAS_WEIGHTS + "mobilenet/",
+        ),
+        BackboneSpec(
+            name="seed_cnn",
+            constructor=None,
+            scale=1.0,
+            offset=0.0,
+            default_size=96,
+            gradcam_layer="conv3",
+            channels=256,
+            min_size=24,
+            grid={96: 12, 224: 28, 299: 37},
+            attention_dim=128,
+        ),
+    )
+}
+
+
+def seed_cnn_features(inputs, *, l2: float = 1e-4):
+    """The PCam seed's convolutional trunk on ``inputs`` ``(batch, h, w, 3)`` in [0, 1].
+
+    Three blocks of ``Conv2D(f, 3, padding="same", activation="relu")`` then
+    ``MaxPooling2D(2)``, with ``f`` = 64, 128, 256 and L2 ``l2`` on the kernels. The
+    convolutions are named ``conv1`` ... ``conv3`` (the last is Grad-CAM's layer). Returns the
+    map ``(batch, h // 8, w // 8, 256)``: 12x12 at 96 pixels.
+    """
+    x = inputs
+    for index, filters in enumerate((64, 128, 256), start=1):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_regularizer=keras.regularizers.L2(l2),
+            name=f"conv{index}",
+        )(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    return x
+
+
+def list_backbones() -> list[str]:
+    """The backbone names `build_classifier` accepts."""
+    return list(BACKBONES)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The spec of backbone ``name``; an unknown name raises ``ValueError`` listing the valid
+    ones."""
+    if name not in BACKBONES:
+        raise ValueError(
+            f"Unknown backbone. Valid backbones: {', '.join(BACKBONES)}. Received: backbone={name!r}"
+        )
+    return BACKBONES[name]
+
+
+def gradcam_layer_name(model: keras.Model) -> str:
+    """The Grad-CAM layer of a model made by these builders: the first backbone's
+    ``gradcam_layer`` found in ``model`` (``"conv3"`` for the PCam seed)."""
+    names = {layer.name for layer in model.layers}
+    for spec in BACKBONES.values():
+        if spec.gradcam_layer in names:
+            return spec.gradcam_layer
+    raise ValueError(
+        "No known Grad-CAM layer in this model; expected one of "
+        f"{', '.join(s.gradcam_layer for s in BACKBONES.values())}. Received: model.name={model.name!r}"
+    )

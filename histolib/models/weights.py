@@ -1,0 +1,112 @@
+"""Where a backbone's ImageNet weights come from, without waiting on a dead network.
+
+``weights`` is ``None`` (random initialisation), ``"imagenet"`` or the path to a weights file.
+For ``"imagenet"`` the first of these wins:
+
+1. ``$HISTOLIB_WEIGHTS_DIR/<Keras file name>`` (e.g.
+   ``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``): loaded as a local file;
+2. Keras's own cache, ``$KERAS_HOME/models`` (default ``~/.keras/models``): Keras loads it;
+3. the network: Keras downloads the file into its cache, if ``storage.googleapis.com``
+   answers within a few seconds;
+4. otherwise `WeightsNotFoundError` names the file, its URL and the two places to put it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+from histolib.models.backbones import BackboneSpec
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_HOST = "storage.googleapis.com"
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """ImageNet weights are neither on disk nor downloadable."""
+
+
+def keras_cache_dir() -> Path:
+    """Keras's download cache for application weights: ``$KERAS_HOME/models``, else
+    ``~/.keras/models`` (``/tmp/.keras/models`` where the home directory is read-only)."""
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    if not os.access(home if home.exists() else home.parent, os.W_OK):
+        home = Path("/tmp/.keras")
+    return home / "models"
+
+
+def reachable(host: str = WEIGHTS_HOST, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds, name
+    lookup included (run in a thread, since ``getaddrinfo`` ignores socket timeouts)."""
+    outcome = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(outcome and outcome[0])
+
+
+def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
+    """What to pass as ``weights=`` to the backbone's ``keras.applications`` constructor.
+
+    Args:
+        spec: the backbone.
+        weights: ``None``, ``"imagenet"`` or a path to a Keras ``.h5`` weights file for the
+            backbone without its top.
+        input_size: the backbone's input side (MobileNet's file name depends on it).
+
+    Returns:
+        ``None``, ``"imagenet"`` (Keras loads from its cache or downloads) or a file path.
+
+    Raises:
+        ValueError: for ``weights`` of another kind, or ``"imagenet"`` on a backbone without
+            pretrained weights.
+        FileNotFoundError: for a path that does not exist.
+        WeightsNotFoundError: offline with no local copy of the ImageNet file.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and weights != "imagenet"):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found. Received: weights={str(weights)!r}")
+        return str(path)
+    if weights != "imagenet":
+        raise ValueError(
+            f"weights must be None, 'imagenet' or a file path. Received: weights={weights!r}"
+        )
+    fname = spec.weights_file(input_size)
+    if fname is None:
+        raise ValueError(
+            f"Backbone {spec.name!r} has no ImageNet weights; pass weights=None (train from "
+            f"scratch) or a weights file. Received: weights='imagenet'"
+        )
+    local_dir = os.environ.get("HISTOLIB_WEIGHTS_DIR")
+    if local_dir and (Path(local_dir) / fname).is_file():
+        log.info("Loading %s ImageNet weights from %s", spec.name, Path(local_dir) / fname)
+        return str(Path(local_dir) / fname)
+    cached = keras_cache_dir() / fname
+    if cached.is_file():
+        log.info("Loading %s ImageNet weights from Keras's cache %s", spec.name, cached)
+        return "imagenet"
+    if reachable():
+        log.info("Downloading %s ImageNet weights into Keras's cache %s", spec.name, cached.parent)
+        return "imagenet"
+    where = f"$HISTOLIB_WEIGHTS_DIR ({local_dir})" if local_dir else "a directory named by $HISTOLIB_WEIGHTS_DIR"
+    raise WeightsNotFoundError(
+        f"ImageNet weights for {spec.name!r} are not on disk and {WEIGHTS_HOST} cannot be "
+        f"reached. Fetch {spec.weights_url}{fname} and put it in {where} or in Keras's cache "
+        f"{cached.parent}, or pass weights=None or a weights file path. "
+        f"Received: weights='imagenet'"
+    )
