@@ -1,0 +1,186 @@
+"""Figures: training curves, confusion matrix, ROC, reliability diagram, saliency grids.
+
+Every function returns a ``matplotlib.figure.Figure`` that is not attached to pyplot, so
+nothing stays open between calls and a notebook shows it once when it is the cell's value.
+Save one with ``figure.savefig(path)``. The drawing of the confusion matrix, ROC and reliability
+curves is scikit-learn's (``ConfusionMatrixDisplay``, ``RocCurveDisplay``,
+``CalibrationDisplay``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from histolib import evaluate
+
+
+def _history_rows(history) -> list:
+    if isinstance(history, (str, Path)):
+        from histolib.train import read_history
+
+        return read_history(history)
+    if hasattr(history, "to_dict"):  # a pandas DataFrame
+        return history.to_dict("records")
+    if isinstance(history, dict):  # a keras History.history: {name: [per epoch]}
+        n = len(next(iter(history.values()), []))
+        return [{"epoch": i, **{k: v[i] for k, v in history.items()}} for i in range(n)]
+    return list(history)
+
+
+def training_curves(history, *, metrics=None, best_epoch: int | None = None) -> Figure:
+    """Per-epoch training and validation curves, one panel per metric.
+
+    Args:
+        history: a ``history.csv`` path or its folder (as `histolib.train.fit` writes),
+            a list of per-epoch dicts, a pandas DataFrame, or a Keras ``History.history`` dict.
+        metrics: names to draw (``"loss"``, ``"accuracy"``, ``"auc"``, ``"learning_rate"``);
+            default: every logged metric that has a ``val_`` twin, then the learning rate.
+        best_epoch: 1-based epoch to mark with a dashed line (e.g. ``FitResult.best_epoch``).
+
+    Returns:
+        A figure with one axes per metric; x is the 1-based epoch. Panels with a validation
+        curve have two lines labelled ``train`` and ``valid``.
+    """
+    rows = _history_rows(history)
+    if not rows:
+        raise ValueError("history holds no epochs to draw")
+    keys = list(rows[0])
+    if metrics is None:
+        metrics = [k for k in keys if f"val_{k}" in keys]
+        metrics += [k for k in ("learning_rate",) if k in keys]
+    missing = [m for m in metrics if m not in keys]
+    if missing:
+        raise ValueError(f"metrics must be logged in the history ({keys}). Received unknown: {missing}")
+    epochs = np.array([int(r.get("epoch", i)) for i, r in enumerate(rows)]) + 1
+    figure = Figure(figsize=(3.2 * len(metrics), 2.8), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, name in zip(axes, metrics):
+        ax.plot(epochs, [r[name] for r in rows], marker="o", label="train" if f"val_{name}" in keys else name)
+        if f"val_{name}" in keys:
+            ax.plot(epochs, [r[f"val_{name}"] for r in rows], marker="o", label="valid")
+            ax.legend(fontsize=8)
+        if name == "learning_rate":
+            ax.set_yscale("log")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("epoch")
+        ax.set_title(name.replace("_", " "))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return figure
+
+
+def confusion_matrix(cm, *, class_names=None, normalize: bool = False, title: str | None = None) -> Figure:
+    """A confusion matrix (rows true, columns predicted) drawn with the counts in the cells.
+
+    Args:
+        cm: ``(k, k)`` counts, e.g. ``classification_metrics(...)["confusion_matrix"]``.
+        class_names: ``k`` labels for the axes.
+        normalize: show each row as fractions of its true class (recall on the diagonal).
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square (k, k) matrix. Received: shape={cm.shape}")
+    if normalize:
+        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    figure = Figure(figsize=(3.6 + 0.4 * len(cm), 3.2 + 0.4 * len(cm)), layout="constrained")
+    ax = figure.add_subplot()
+    ConfusionMatrixDisplay(cm, display_labels=class_names).plot(
+        ax=ax, values_format=".2f" if normalize else "d", colorbar=False, cmap="Blues")
+    if title:
+        ax.set_title(title)
+    return figure
+
+
+def roc(y_true, probs, *, class_names=None, title: str | None = None) -> Figure:
+    """ROC curve(s) with their AUC in the legend: one for two classes, one-vs-rest per class otherwise.
+
+    Args:
+        y_true: ``(n,)`` integer labels.
+        probs: class probabilities ``(n, k)`` or a sigmoid's ``(n,)`` / ``(n, 1)``.
+    """
+    from sklearn.metrics import RocCurveDisplay
+
+    y_true = np.asarray(y_true).reshape(-1)
+    probs = evaluate.as_class_probs(probs)
+    k = probs.shape[1]
+    names = [str(c) for c in (class_names if class_names is not None else range(k))]
+    figure = Figure(figsize=(4.2, 4), layout="constrained")
+    ax = figure.add_subplot()
+    classes = [1] if k == 2 else range(k)
+    for c in classes:
+        RocCurveDisplay.from_predictions(y_true == c, probs[:, c], ax=ax, name=names[c],
+                                         plot_chance_level=c == classes[-1])
+    ax.set_title(title or ("ROC" if k == 2 else "ROC, one class against the rest"))
+    return figure
+
+
+def reliability_diagram(y_true, probs, *, n_bins: int = 10, title: str | None = None) -> Figure:
+    """Calibration of a binary model: observed frequency of class 1 against predicted probability.
+
+    Two panels: scikit-learn's ``CalibrationDisplay`` (uniform bins) above, and the histogram
+    of predicted probabilities below (how many cases each bin holds).
+    """
+    from sklearn.calibration import CalibrationDisplay
+
+    y_true = np.asarray(y_true).reshape(-1)
+    probs = evaluate.as_class_probs(probs)
+    if probs.shape[1] != 2:
+        raise ValueError(f"a reliability diagram needs a binary model's probabilities. Received: {probs.shape[1]} classes")
+    figure = Figure(figsize=(4.2, 5.2), layout="constrained")
+    top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    CalibrationDisplay.from_predictions(y_true, probs[:, 1], n_bins=n_bins, ax=top, name="model")
+    top.set_title(title or "reliability")
+    top.set_xlabel("")
+    bottom.hist(probs[:, 1], bins=n_bins, range=(0, 1), color="grey")
+    bottom.set_xlabel("predicted probability of class 1")
+    bottom.set_ylabel("cases")
+    return figure
+
+
+def saliency_grid(images, maps, *, titles=None, alpha: float = 0.45, cmap: str = "jet") -> Figure:
+    """Images in the top row, each map set overlaid on them in the rows below.
+
+    Args:
+        images: ``(n, h, w, 3)`` float in [0, 1] or uint8.
+        maps: ``(n, h, w)`` maps in [0, 1] (e.g. from `histolib.saliency`), or a dict
+            ``{method name: (n, h, w)}`` for one row per method.
+        titles: ``n`` column titles (e.g. label and probability).
+        alpha: opacity of the maps over the images.
+
+    Returns:
+        A figure with ``(1 + methods) x n`` axes, axis lines off; rows are named on the left.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (n, h, w, 3). Received: shape={images.shape}")
+    if images.dtype == np.uint8:
+        images = images / 255.0
+    rows = maps if isinstance(maps, dict) else {"saliency": maps}
+    n, h, w = images.shape[:3]
+    for name, m in rows.items():
+        if np.shape(m) != (n, h, w):
+            raise ValueError(f"maps {name!r} must have shape {(n, h, w)} to match the images. Received: {np.shape(m)}")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles must name {n} images. Received: {len(titles)} titles")
+    figure = Figure(figsize=(1.6 * n, 1.7 * (1 + len(rows))), layout="constrained")
+    axes = figure.subplots(1 + len(rows), n, squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(np.clip(images[j], 0, 1))
+        if titles is not None:
+            axes[0, j].set_title(str(titles[j]), fontsize=8)
+        for i, m in enumerate(rows.values(), start=1):
+            axes[i, j].imshow(np.clip(images[j], 0, 1))
+            axes[i, j].imshow(np.asarray(m)[j], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+    for i, name in enumerate(["image", *rows], start=0):
+        axes[i, 0].set_ylabel(name, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    return figure
