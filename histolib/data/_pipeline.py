@@ -21,11 +21,14 @@ class Selection:
             function returning them, for sources where that means a scan (TFDS).
         batches: ``batches(batch_size, shuffle, seed, image_size)`` -> ``tf.data.Dataset`` of
             ``(images float32 (b, h, w, 3) in [0, 1], labels int32 (b,))``.
+        items: what each row is, in reading order, where the source can say: file paths for
+            folders and Kaggle, indices into the whole set for the synthetic sources.
     """
 
     class_names: list
     labels: np.ndarray | Callable[[], np.ndarray]
     batches: Callable[..., tf.data.Dataset]
+    items: np.ndarray | None = None
 
     def counts(self) -> list[int]:
         labels = self.labels() if callable(self.labels) else self.labels
@@ -76,4 +79,4 @@ def indexed(class_names, labels_all, indices, read, shape) -> Selection:
 
         return ds.map(fetch, num_parallel_calls=AUTOTUNE)
 
-    return Selection(list(class_names), labels, batches)
+    return Selection(list(class_names), labels, batches, indices)

@@ -211,7 +211,7 @@ def files_selection(class_names, paths, labels_all, indices) -> Selection:
 
         return ds.map(load_one, num_parallel_calls=AUTOTUNE).batch(batch_size)
 
-    return Selection(list(class_names), labels, batches)
+    return Selection(list(class_names), labels, batches, sel_paths)
 
 
 def selection(root, split: str, *, fractions=(0.8, 0.1, 0.1), seed: int = 0, group_by=None,

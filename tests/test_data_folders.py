@@ -1,0 +1,115 @@
+"""Image folders on files written by the tests, and the real PCam JPEG patches when present."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from histolib import data
+from histolib.data import folders, synthetic
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    images, labels, _ = synthetic.pcam_patches(12, seed=5)
+    return images, labels
+
+
+def _all(ds):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif"])
+def test_lossless_round_trip_with_split_folders(tmp_path, arrays, fmt):
+    images, labels = arrays
+    synthetic.write_folder(tmp_path, images, labels, ["0", "1"], split="train", fmt=fmt)
+    synthetic.write_folder(tmp_path, images[:4], labels[:4], ["0", "1"], split="valid", fmt=fmt)
+    info = data.info(f"folder:{tmp_path}", "valid")
+    assert info == {"class_names": ["0", "1"], "counts": np.bincount(labels[:4], minlength=2).tolist()}
+    x, y = _all(data.load(f"folder:{tmp_path}", "train", batch_size=5))
+    order = np.argsort(labels, kind="stable")  # files are read class by class, by name
+    np.testing.assert_allclose(x, images[order] / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(y, labels[order])
+    with pytest.raises(ValueError, match="no 'test' folder"):
+        data.load(f"folder:{tmp_path}", "test")
+
+
+def test_class_names_sorted_and_mixed_formats(tmp_path, arrays):
+    images, _ = arrays
+    names = ["MC", "CC", "HGSC"]
+    labels = np.array([0, 1, 2] * 4)
+    synthetic.write_folder(tmp_path, images[:6], labels[:6], names, fmt="png")
+    synthetic.write_folder(tmp_path, images[6:], labels[6:], names, fmt="tiff", names=[f"t{i}" for i in range(6)])
+    info = data.info(f"folder:{tmp_path}", "train", fractions=(0.5, 0.25, 0.25))
+    assert info["class_names"] == ["CC", "HGSC", "MC"]
+    total = sum(np.array(data.info(f"folder:{tmp_path}", s, fractions=(0.5, 0.25, 0.25))["counts"])
+                for s in ("train", "valid", "test"))
+    assert total.tolist() == [4, 4, 4]
+    x, y = _all(data.load(f"folder:{tmp_path}", "train", batch_size=8, fractions=(0.5, 0.25, 0.25)))
+    assert x.shape == (6, 96, 96, 3) and x.dtype == np.float32 and set(y) == {0, 1, 2}
+
+
+def test_grouped_split_by_file_name(tmp_path, arrays):
+    images, labels = arrays
+    stems = [f"P{i % 6}_{i:02d}" for i in range(12)]
+    synthetic.write_folder(tmp_path, images, labels, ["0", "1"], names=stems)
+    owners = {}
+    for split in ("train", "valid", "test"):
+        sel = folders.selection(tmp_path, split, fractions=(0.5, 0.25, 0.25), group_by=r"^(P\d+)_")
+        owners[split] = set(folders.group_keys(sel.items, r"^(P\d+)_"))
+        assert len(sel.labels) == sum(len(b[1]) for b in sel.batches(12, False, 0, None))
+    assert sum(len(o) for o in owners.values()) == 6  # each patient in exactly one split
+    assert set.union(*owners.values()) == {f"P{i}" for i in range(6)}
+    with pytest.raises(ValueError, match="does not match"):
+        folders.group_keys([str(tmp_path / "x.png")], r"^(P\d+)_")
+
+
+def test_non_image_files_skipped_with_warning(tmp_path, arrays):
+    images, labels = arrays
+    synthetic.write_folder(tmp_path, images[:4], labels[:4], ["0", "1"], split="train")
+    (tmp_path / "train" / "0" / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning, match="skipped 1 non-image"):
+        info = data.info(f"folder:{tmp_path}", "train")
+    assert sum(info["counts"]) == 4
+
+
+@pytest.mark.parametrize("fmt, damage", [("jpg", "truncate"), ("png", "truncate"), ("png", "empty"),
+                                         ("tif", "truncate"), ("jpg", "text")])
+def test_corrupt_image_named_in_error(tmp_path, arrays, fmt, damage):
+    images, labels = arrays
+    synthetic.write_folder(tmp_path, images[:6], labels[:6], ["0", "1"], split="train", fmt=fmt)
+    bad = sorted((tmp_path / "train").glob(f"*/*.{fmt}"))[3]
+    raw = bad.read_bytes()
+    bad.write_bytes({"truncate": raw[: len(raw) // 2], "empty": b"", "text": b"hello, not a JPEG at all"}[damage])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=bad.name):
+        for _ in data.load(f"folder:{tmp_path}", "train", batch_size=2, image_size=64):
+            pass
+
+
+def test_size_mismatch_named_unless_resized(tmp_path, arrays):
+    images, labels = arrays
+    synthetic.write_folder(tmp_path, images[:4], labels[:4], ["0", "1"], split="train")
+    synthetic.write_image(tmp_path / "train" / "1" / "small.png", images[0][:50, :50])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="small.png"):
+        for _ in data.load(f"folder:{tmp_path}", "train", batch_size=8):
+            pass
+    x, _ = _all(data.load(f"folder:{tmp_path}", "train", batch_size=8, image_size=(32, 48)))
+    assert x.shape == (5, 32, 48, 3) and 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_missing_or_empty_folder(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        data.info(f"folder:{tmp_path / 'nope'}")
+    with pytest.raises(ValueError, match="no class folders"):
+        data.info(f"folder:{tmp_path}")
+    with pytest.raises(ValueError, match="needs a directory"):
+        data.info("folder:")
+
+
+def test_real_pcam_jpeg_counts(shared_data):
+    root = shared_data / "pcam-jpeg"
+    assert data.info(f"folder:{root}", "train") == {"class_names": ["0", "1"], "counts": [10000, 10000]}
+    assert data.info(f"folder:{root}", "valid") == {"class_names": ["0", "1"], "counts": [1500, 1500]}
+    x, y = next(iter(data.load(f"folder:{root}", "valid", batch_size=8, shuffle=True)))
+    assert x.shape == (8, 96, 96, 3) and x.dtype == tf.float32 and y.dtype == tf.int32
+    assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0

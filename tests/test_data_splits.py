@@ -1,0 +1,91 @@
+"""Splits and oversampling: stratified, grouped, after the split, and the seed's leaky order."""
+
+import numpy as np
+import pytest
+
+from histolib.data import splits
+from histolib.data.synthetic import subtype_table
+
+
+@pytest.fixture(scope="module")
+def seed_set():
+    """Labels and patients in the ovarian seed's proportions (3,082 images)."""
+    return subtype_table(seed=0)
+
+
+def test_stratified_split_fractions_and_proportions(seed_set):
+    labels, _ = seed_set
+    parts = splits.stratified_split(labels, (0.8, 0.1, 0.1), seed=42)
+    sizes = {k: len(v) for k, v in parts.items()}
+    assert sum(sizes.values()) == 3082 and abs(sizes["test"] - 308) <= 1 and abs(sizes["valid"] - 308) <= 1
+    together = np.concatenate(list(parts.values()))
+    assert len(np.unique(together)) == 3082
+    full = np.bincount(labels) / 3082
+    for idx in parts.values():
+        assert np.abs(np.bincount(labels[idx], minlength=5) / len(idx) - full).max() < 0.01
+
+
+def test_split_is_seeded(seed_set):
+    labels, _ = seed_set
+    a = splits.stratified_split(labels, seed=1)["test"]
+    b = splits.stratified_split(labels, seed=1)["test"]
+    c = splits.stratified_split(labels, seed=2)["test"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_grouped_split_keeps_patients_apart(seed_set):
+    labels, patients = seed_set
+    parts = splits.stratified_split(labels, (0.8, 0.1, 0.1), seed=0, groups=patients)
+    owners = [set(patients[idx]) for idx in parts.values()]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    assert sum(len(v) for v in parts.values()) == 3082
+    for idx in parts.values():  # every class in every split, sizes near their fractions
+        assert (np.bincount(labels[idx], minlength=5) > 0).all()
+    assert abs(len(parts["test"]) / 3082 - 0.1) < 0.03
+
+
+def test_oversample_after_split_touches_training_only(seed_set):
+    labels, _ = seed_set
+    train = splits.select(labels, "train", seed=0, oversample_order="after")
+    valid = splits.select(labels, "valid", seed=0, oversample_order="after")
+    test = splits.select(labels, "test", seed=0, oversample_order="after")
+    counts = np.bincount(labels[train])
+    assert counts.min() == counts.max() == np.bincount(labels[splits.stratified_split(labels)["train"]]).max()
+    assert len(np.unique(test)) == len(test) and len(np.unique(valid)) == len(valid)
+    assert splits.count_shared(train, test) == 0 and splits.count_shared(train, valid) == 0
+
+
+def test_oversample_before_split_reproduces_the_seed_and_leaks(seed_set):
+    labels, _ = seed_set
+    parts = {s: splits.select(labels, s, seed=42, oversample_order="before") for s in splits.SPLITS}
+    assert {s: len(v) for s, v in parts.items()} == {"train": 4752, "valid": 594, "test": 594}
+    shared = splits.count_shared(parts["train"], parts["test"])
+    # Most test rows of the smallest, most oversampled classes are copies of training images.
+    assert shared > 200
+    lgsc = labels[parts["test"]] == 3
+    assert splits.count_shared(parts["train"], parts["test"][lgsc]) / lgsc.sum() > 0.9
+
+
+def test_count_shared_compares_pixels():
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 255, (5, 4, 4, 3), dtype=np.uint8)
+    test = np.concatenate([train[:2], rng.integers(0, 255, (3, 4, 4, 3), dtype=np.uint8)])
+    assert splits.count_shared(train, test) == 2
+    assert splits.count_shared([1, 2, 2], [2, 3, 4, 2]) == 2
+
+
+@pytest.mark.parametrize("fractions", [(0.8, 0.1), (0.5, 0.5, 0.5), (0.0, 0.5, 0.5), (1.2, -0.1, -0.1)])
+def test_bad_fractions(fractions):
+    with pytest.raises(ValueError, match="fractions"):
+        splits.stratified_split(np.zeros(10), fractions)
+
+
+def test_select_rejects_unknown_arguments(seed_set):
+    labels, patients = seed_set
+    with pytest.raises(ValueError, match="split"):
+        splits.select(labels, "validation")
+    with pytest.raises(ValueError, match="oversample"):
+        splits.select(labels, "train", oversample_order="sometimes")
+    with pytest.raises(ValueError, match="groups"):
+        splits.select(labels, "train", groups=patients, oversample_order="before")
