@@ -240,12 +240,20 @@ def _interactive() -> bool:
 def _train(args) -> int:
     import keras
 
-    from histolib import data, models, train
-
     if args.patience < 0:
         raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
     precision = choose_precision(args.precision)
+    previous = keras.config.dtype_policy()
     keras.mixed_precision.set_global_policy(precision)
+    try:
+        return _train_with_policy(args, precision)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train_with_policy(args, precision) -> int:
+    from histolib import data, models, train
+
     train_info = data.info(args.data, "train", seed=args.seed)
     valid_info = data.info(args.data, "valid", seed=args.seed)
     num_classes = len(train_info["class_names"])

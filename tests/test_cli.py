@@ -1,0 +1,118 @@
+"""The histolib command through main([...]), and once as `python -m histolib`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from histolib import cli, slide
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = "synthetic-pcam:64"  # 64 train, 8 valid, 8 test patches, 96x96
+
+
+def one_line(text):
+    return len(text.strip().splitlines()) == 1 and "Traceback" not in text
+
+
+def test_help_teaches(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for word in ("train", "evaluate", "heatmap", "data", "examples:"):
+        assert word in out
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--augment" in out and "resumes" in out and "seed-pcam" in out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], "required"),
+        (["fly"], "invalid choice"),
+        (["train", "--data", DATA, "--model", "seed-pcam", "--out", "x"], "--epochs"),
+        (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "0", "--out", "x"], "positive integer"),
+        (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--lr", "-1"], "positive number"),
+        (["evaluate", "--model", "no-such.keras", "--data", DATA], "no such file"),
+        (["evaluate", "--model", __file__, "--data", DATA, "--split", "holdout"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(argv, expected, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and expected in err
+
+
+def test_bad_inputs_give_one_line_and_status_2(tmp_path, capsys):
+    argv = ["train", "--data", DATA, "--model", "no-such-model", "--epochs", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "no-such-model" in err and err.startswith("histolib train: error:")
+    assert cli.main(["train", "--data", "nowhere:x", "--model", "seed-pcam", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    assert one_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_train_evaluate_and_heatmap(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", str(out),
+            "--batch-size", "16", "--steps-per-epoch", "2", "--precision", "float32"]
+    assert cli.main(argv) == 0
+    assert keras.config.dtype_policy().name == "float32"
+    text = capsys.readouterr().out
+    assert "best epoch 1 of 1" in text and "threshold" in text
+    for name in ("best.keras", "history.csv", "threshold.json", "run.json"):
+        assert (out / name).is_file()
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == "histolib " + " ".join(argv)
+    assert record["data"]["train_counts"] == [32, 32] and record["precision"] == "float32"
+    assert cli.main(argv) == 0 and "already finished" in capsys.readouterr().out
+
+    report = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--model", str(out / "best.keras"), "--data", DATA, "--split", "test",
+                     "--json", str(report), "--bootstrap", "20"]) == 0
+    metrics = json.loads(report.read_text())
+    for key in ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy", "n"):
+        assert key in metrics
+    assert metrics["n"] == 8 and metrics["split"] == "test" and not metrics["tta"]
+    threshold = json.loads((out / "threshold.json").read_text())["threshold"]
+    assert metrics["threshold"] == pytest.approx(threshold)
+    assert sum(map(sum, metrics["confusion_matrix"])) == 8
+    assert set(metrics["ci95"]) >= {"accuracy", "auc"}
+    assert cli.main(["evaluate", "--model", str(out / "best.keras"), "--data", DATA, "--split", "test",
+                     "--tta", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["tta"] is True
+
+    # A small pink-on-white TIFF region: tissue in the left half only.
+    import tifffile
+
+    region = np.full((192, 384, 3), 245, np.uint8)
+    region[:, :192] = (200, 80, 160)
+    tifffile.imwrite(tmp_path / "region.tif", region, photometric="rgb")
+    picture = tmp_path / "heat.png"
+    capsys.readouterr()
+    assert cli.main(["heatmap", "--model", str(out / "best.keras"), "--region", str(tmp_path / "region.tif"),
+                     "--out", str(picture), "--stride", "96"]) == 0
+    assert picture.stat().st_size > 0
+    # A 2 x 4 grid of 96-pixel tiles; tissue fills the left two columns.
+    assert "4 of 8 tiles scored" in capsys.readouterr().out
+
+
+def test_offline_download_fails_in_one_line(monkeypatch, tmp_path, capsys):
+    def offline(out_dir, **kwargs):
+        raise ConnectionError("Cannot reach openslide.cs.cmu.edu; are you offline?")
+
+    monkeypatch.setattr(slide, "download_cmu_region", offline)
+    assert cli.main(["data", "cmu-region", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert one_line(err) and "offline" in err
+
+
+def test_python_dash_m_help():
+    result = subprocess.run([sys.executable, "-m", "histolib", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "usage: histolib" in result.stdout
