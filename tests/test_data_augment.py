@@ -1,0 +1,80 @@
+"""Augmentation sets on [0, 1] images: ranges, the 8 symmetries, stain jitter, training data only."""
+
+import keras
+import numpy as np
+import pytest
+
+from histolib import data
+from histolib.data import augment
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.2, 0.8, (16, 24, 24, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name", augment.NAMES)
+def test_sets_keep_shape_and_range(batch, name):
+    out = keras.ops.convert_to_numpy(augment.augmentation(name, seed=1)(batch, training=True))
+    assert out.shape == batch.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert np.abs(out - batch).mean() > 0.01
+
+
+def test_pcam_seed_brightness_is_on_the_unit_scale(batch):
+    """With Keras's default value_range (0-255) a +-0.1 shift on [0, 1] images would be ~0.0004."""
+    layer = augment.augmentation("pcam-seed", seed=3).layers[2]
+    shifts = keras.ops.convert_to_numpy(layer(batch, training=True)).mean(axis=(1, 2, 3)) - batch.mean(axis=(1, 2, 3))
+    assert np.abs(shifts).max() > 0.03 and np.abs(shifts).max() <= 0.1 + 1e-6
+
+
+def test_flips_and_transpose_give_all_eight_symmetries():
+    image = np.arange(9, dtype="float32").reshape(1, 3, 3, 1).repeat(3, axis=-1) / 9
+    images = np.repeat(image, 256, axis=0)
+    layers = augment.augmentation("pcam", seed=5).layers[:3]
+    out = images
+    for layer in layers:
+        out = layer(out, training=True)
+    seen = {tuple(np.round(o[..., 0] * 9).astype(int).ravel()) for o in keras.ops.convert_to_numpy(out)}
+    d4 = set()
+    for k in range(4):
+        for flip in (False, True):
+            g = np.rot90(image[0, ..., 0] * 9, k)
+            d4.add(tuple(np.round(np.fliplr(g) if flip else g).astype(int).ravel()))
+    assert seen == d4 and len(d4) == 8
+
+
+def test_transpose_off_at_inference(batch):
+    layer = augment.RandomTranspose(seed=0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(batch, training=False)), batch)
+
+
+def test_hed_jitter_identity_at_zero_and_bounded(batch):
+    still = augment.RandomHEDJitter(factor=0.0, bias=0.0, seed=0)(batch, training=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(still), batch, atol=1e-4)
+    moved = keras.ops.convert_to_numpy(augment.RandomHEDJitter(0.2, 0.2, seed=0)(batch, training=True))
+    assert moved.min() >= 0 and moved.max() <= 1 and np.abs(moved - batch).mean() > 0.01
+    with pytest.raises(ValueError, match="factor"):
+        augment.RandomHEDJitter(factor=-1)
+
+
+@pytest.mark.parametrize("cls, kwargs", [(augment.RandomTranspose, {"seed": 3}),
+                                         (augment.RandomHEDJitter, {"factor": 0.1, "bias": 0.02, "seed": 3})])
+def test_custom_layers_round_trip_config(cls, kwargs):
+    layer = cls(**kwargs)
+    clone = cls.from_config(layer.get_config())
+    assert all(clone.get_config()[k] == v for k, v in kwargs.items())
+    assert keras.saving.get_registered_object(f"histolib>{cls.__name__}") is cls
+
+
+def test_unknown_set_and_training_only():
+    with pytest.raises(ValueError, match="pcam-seed"):
+        augment.augmentation("heavy")
+    with pytest.raises(ValueError, match="training data only"):
+        data.load("synthetic-pcam:16", "valid", augment="pcam")
+
+
+def test_load_applies_augmentation_to_training_batches():
+    plain = next(iter(data.load("synthetic-pcam:16", "train", batch_size=8)))[0].numpy()
+    moved = next(iter(data.load("synthetic-pcam:16", "train", batch_size=8, augment="pcam", seed=2)))[0].numpy()
+    assert moved.shape == plain.shape and np.abs(moved - plain).mean() > 0.01
