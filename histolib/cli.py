@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    help="Keras dtype policy; auto: mixed_bfloat16 on CPUs with bfloat16 instructions "
                    "and on TPUs, mixed_float16 on GPUs, float32 otherwise")
+    t.add_argument("--strategy", default=None, choices=["auto", "tpu", "mirrored", "multiworker", "default"],
+                   help="distribution strategy (default: $HISTOLIB_STRATEGY, else auto: a TPU, else "
+                   "mirrored GPUs, else one device); --batch-size is then the global batch")
     t.add_argument("--deterministic", action="store_true", help="enable TensorFlow op determinism (slower)")
     t.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
     t.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",
@@ -242,17 +245,20 @@ def _train(args) -> int:
 
     if args.patience < 0:
         raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
+    from histolib import strategy
+
+    choice = strategy.choose_strategy(args.strategy)  # first: it brings up a TPU, if any
     precision = choose_precision(args.precision)
     previous = keras.config.dtype_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        return _train_with_policy(args, precision)
+        return _train_with_policy(args, precision, choice)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _train_with_policy(args, precision) -> int:
-    from histolib import data, models, train
+def _train_with_policy(args, precision, choice) -> int:
+    from histolib import data, models, strategy, train
 
     train_info = data.info(args.data, "train", seed=args.seed)
     valid_info = data.info(args.data, "valid", seed=args.seed)
@@ -264,11 +270,16 @@ def _train_with_policy(args, precision) -> int:
                          shuffle=True, augment=args.augment, seed=args.seed)
     val_ds = data.load(args.data, "valid", batch_size=args.batch_size, image_size=args.image_size,
                        seed=args.seed)
+    if choice.kind == "tpu":
+        train_ds = strategy.make_tpu_safe(train_ds, args.batch_size)
+        val_ds = strategy.make_tpu_safe(val_ds, args.batch_size)
     record = {
         "data": {"spec": args.data, "class_names": train_info["class_names"],
                  "train_counts": train_info["counts"], "valid_counts": valid_info["counts"]},
         "model": args.model, "batch_size": args.batch_size, "augment": args.augment,
         "image_size": args.image_size, "precision": precision, "weights": args.weights,
+        "strategy": {"kind": choice.kind, "replicas": choice.strategy.num_replicas_in_sync,
+                     "reason": choice.reason},
     }
     folder = _data_dir(args.data)
     if folder is not None:
@@ -278,7 +289,7 @@ def _train_with_policy(args, precision) -> int:
         lambda: models.build_model(args.model, num_classes=num_classes, input_shape=input_shape, weights=weights),
         train_ds, val_ds, out_dir=args.out, epochs=args.epochs, learning_rate=args.lr,
         patience=args.patience, monitor=args.monitor, class_weight=class_weight, seed=args.seed,
-        deterministic=args.deterministic, tensorboard=args.tensorboard,
+        deterministic=args.deterministic, tensorboard=args.tensorboard, strategy=choice.strategy,
         steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps,
         verbose=1 if _interactive() else 2,
         command=shlex.join([PROG, *args.argv]), extra_record=record,
@@ -351,7 +362,7 @@ def _data(args) -> int:
         return 0
     from histolib.data import pcam
 
-    paths = pcam.download(args.out)
+    paths = pcam.download_pcam(args.out)
     for path in paths:
         print(f"{path} (MD5 checked)")
     return 0

@@ -6,7 +6,7 @@ module only arranges the calls and their inputs.
 Probabilities are handled as ``probs`` of shape ``(n, k)`` with ``k >= 2`` columns, one per
 class; a sigmoid model's ``(n, 1)`` output becomes ``[1 - p, p]``. For two classes the score of
 the positive class (label 1, e.g. tumour) is ``probs[:, 1]`` and a case is called positive when
-that score is ``>= threshold``; with more classes the call is the argmax and metrics are macro
+that score is ``> threshold`` (as `histolib.models.predicted_class` calls it); with more classes the call is the argmax and metrics are macro
 averages over classes.
 """
 
@@ -22,15 +22,18 @@ SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", 
 
 
 def as_class_probs(outputs) -> np.ndarray:
-    """Model outputs ``(n,)``, ``(n, 1)`` sigmoid or ``(n, k)`` softmax as ``(n, k>=2)`` float64."""
+    """Model outputs ``(n,)``, ``(n, 1)`` sigmoid or ``(n, k)`` softmax as ``(n, k>=2)`` float64.
+
+    A sigmoid ``p`` becomes ``[1 - p, p]`` (`histolib.models.class_probabilities`).
+    """
+    from histolib.models import class_probabilities
+
     p = np.asarray(outputs, dtype=np.float64)
     if p.ndim == 1:
         p = p[:, None]
     if p.ndim != 2:
         raise ValueError(f"expected outputs of shape (n,), (n, 1) or (n, k). Received: shape={p.shape}")
-    if p.shape[1] == 1:
-        p = np.concatenate([1.0 - p, p], axis=1)
-    return p
+    return class_probabilities(p).astype(np.float64)
 
 
 def dihedral_views(images):
@@ -100,7 +103,7 @@ def predict(model, dataset, *, tta: bool = False, steps: int | None = None, prog
 
 
 def choose_threshold(y_true, scores) -> dict:
-    """The decision threshold maximising Youden's J = TPR - FPR (= balanced accuracy - 0.5).
+    """The decision threshold maximising Youden's J = TPR - FPR (balanced accuracy is (1 + J) / 2).
 
     Use it on validation data only, never on test data. The threshold is placed halfway
     between the score at the best ROC point and the next lower score, so that a small change
@@ -132,7 +135,7 @@ def choose_threshold(y_true, scores) -> dict:
         "threshold": threshold,
         "method": "youden_j",
         "youden_j": float(tpr[best] - fpr[best]),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, scores >= threshold)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, scores > threshold)),
     }
 
 
@@ -161,11 +164,11 @@ def read_threshold(model_path) -> float:
 
 
 def predicted_labels(probs, threshold: float = 0.5) -> np.ndarray:
-    """Class calls: ``probs[:, 1] >= threshold`` for two classes, the argmax otherwise."""
-    probs = as_class_probs(probs)
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).astype(np.int64)
-    return np.argmax(probs, axis=1).astype(np.int64)
+    """Class calls ``(n,)``: ``probs[:, 1] > threshold`` for two classes, the argmax otherwise
+    (`histolib.models.predicted_class`)."""
+    from histolib.models import predicted_class
+
+    return predicted_class(as_class_probs(probs), threshold).astype(np.int64)
 
 
 def _scalar_metrics(y_true, probs, y_pred) -> dict:
@@ -202,7 +205,7 @@ def classification_metrics(y_true, probs, *, threshold: float = 0.5, class_names
     Args:
         y_true: ``(n,)`` integer labels.
         probs: class probabilities ``(n, k)`` (or a sigmoid's ``(n,)`` / ``(n, 1)``).
-        threshold: for two classes, the positive-class score at or above which a case is
+        threshold: for two classes, the positive-class score above which a case is
             called positive (read it from training with `read_threshold`; never tune it here).
         class_names: ``k`` names for the report; default ``"0"``, ``"1"``, ...
 
