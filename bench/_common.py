@@ -1,0 +1,205 @@
+"""Shared helpers of the bench scripts: the record's provenance, timing, JSON and tables.
+
+Every bench script measures one concern and returns a JSON-ready record; this module gives
+them the same provenance block (`environment`: machine, package versions, git commit, date,
+load average), the same statistics (`summarize`: median with min and max of repeated runs)
+and the same way to write the record (`write_record`). A record may carry a ``"rows"``:
+rows ``{"what", "median", "min", "max", "unit", "note"}`` that ``bench/run.py`` prints.
+
+Run the benchmarks with oneDNN on (never ``TF_ENABLE_ONEDNN_OPTS=0``: it halves TensorFlow's
+speed on this CPU); the record says which setting was in force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "book" / "results"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere imports this checkout's histolib
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The arguments every bench script takes: ``--quick``, ``--repeats``, ``--out``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="few repeats and small sizes: checks that the script runs (smoke test)")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="timed runs per measurement (median); default 3 (ceilings 5), 1 with --quick")
+    p.add_argument("--out", type=Path, default=RESULTS / f"bench_{name}.json", help="JSON record to write")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (runnable processes; 2 cores here)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_info() -> dict:
+    """CPU model, usable logical CPUs and the flags that decide TensorFlow's speed."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"cpu": model, "logical_cpus": usable, "cpu_flags": [f for f in wanted if f in flags]}
+
+
+def git_commit() -> dict:
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
+                                "--", "histolib", "bench"], capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "modified": None}
+    return {"commit": commit, "modified": bool(dirty)}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "histolib"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def environment(load_at_start: list[float] | None = None) -> dict:
+    """Provenance of a record: machine, versions, commit, date and load averages.
+
+    ``load_at_start`` is the load average taken before measuring; the one at the end is taken
+    here. On a shared machine a 1-minute load above the core count means the numbers were
+    measured under contention (other processes took CPU time from the benchmark).
+    """
+    end = load_average()
+    cores = cpu_info()["logical_cpus"] or 1
+    start = load_at_start or end
+    return {
+        "machine": {**cpu_info(), "os": platform.platform(),
+                    "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on)")},
+        "versions": versions(),
+        "git": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_start": start,
+        "load_average_end": end,
+        "contended": max(start[0], end[0]) > 0.75 * cores,
+    }
+
+
+def summarize(values, scale: float = 1.0, digits: int = 3) -> dict:
+    """``{"median", "min", "max", "runs"}`` of repeated measurements, each times ``scale``."""
+    vals = [float(v) * scale for v in values]
+    if not vals:
+        raise ValueError("summarize needs at least one measurement. Received: values=[]")
+    return {"median": round(statistics.median(vals), digits), "min": round(min(vals), digits),
+            "max": round(max(vals), digits), "runs": [round(v, digits) for v in vals]}
+
+
+def rates(seconds, items: int, digits: int = 1) -> dict:
+    """Items per second (median, min, max) from repeated timings of ``items`` each."""
+    return summarize([items / s for s in seconds], digits=digits)
+
+
+def time_calls(function, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``function()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        function()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def row(what: str, stats: dict, unit: str, note: str = "") -> dict:
+    """One line of the printed table."""
+    return {"what": what, "median": stats["median"], "min": stats["min"], "max": stats["max"],
+            "unit": unit, "note": note}
+
+
+def format_table(rows) -> str:
+    """Rows as an aligned text table: what, median, spread (min - max), unit, note."""
+    lines = [f"{'measurement':<46} {'median':>10} {'min - max':>21}  {'unit':<12} note"]
+    for r in rows:
+        spread = f"{_num(r['min'])} - {_num(r['max'])}"
+        lines.append(f"{r['what']:<46} {_num(r['median']):>10} {spread:>21}  {r['unit']:<12} {r.get('note', '')}")
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
+
+
+def write_record(record: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def finish(record: dict, args, load_start) -> int:
+    """Add provenance, print the table, write the record; the scripts' common ending."""
+    record["environment"] = environment(load_start)
+    record["quick"] = bool(args.quick)
+    env = record["environment"]
+    print(format_table(record.get("rows", [])))
+    print(f"load average at start {env['load_average_start'][0]}, at end {env['load_average_end'][0]} "
+          f"({env['machine']['logical_cpus']} cores)" + ("; CONTENDED: other processes shared the CPU"
+                                                          if env["contended"] else ""))
+    write_record(record, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def read_record(name: str) -> dict | None:
+    """``book/results/bench_<name>.json`` if a script wrote it, else ``None``."""
+    path = RESULTS / f"bench_{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,175 @@
+"""Inference speed: images/s of each model at its input size, float32 and bfloat16, against the
+ceiling; and why depthwise-separable convolutions sit far below it.
+
+Models: the PCam seed (96 px) and each backbone classifier (``build_classifier(backbone,
+weights=None)``) at its own input size (seed CNN 96, MobileNet 224, Xception and InceptionV3
+299), built under the ``float32`` and the ``mixed_bfloat16`` policy. Each is called as a
+``tf.function`` on one batch (batch sizes that keep both cores busy), one untimed warm-up call,
+then the median of repeated calls. "Fraction of ceiling" is images/s x forward FLOPs per image
+(counted by ``bench/ceilings.py``) over the matmul ceiling of the dtype.
+
+Depthwise-separable convolutions. A 3x3 depthwise convolution does 9 multiply-adds per
+output value, against ``9 c_in`` for a full convolution: it reads and writes as many bytes as
+a full convolution of the same map but does ``c_in`` times less arithmetic, so its arithmetic
+intensity (FLOPs per byte moved) is about 2 and it runs at the speed of memory, not of the
+multiply-add units. MobileNet spends about 3 % of its FLOPs in depthwise layers but a large
+share of its time; its 1x1 pointwise layers are plain matmuls and run near the ceiling.
+`layer_microbench` measures the three kinds on one MobileNet-sized map (56 x 56 x 128) so the
+record shows it in numbers. What helps: bfloat16 (half the bytes per value: memory-bound
+layers gain too), a larger batch (more work per kernel call, fewer calls' overhead),
+channels-last layout (NHWC, TensorFlow's CPU default, what oneDNN's depthwise kernels want;
+``channels_first`` depthwise is not supported on CPU) and oneDNN itself (on by default; with
+``TF_ENABLE_ONEDNN_OPTS=0`` TensorFlow falls back to its own kernels at about half the speed).
+
+    python bench/inference.py [--quick] [--repeats 3] [--ceilings JSON]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+try:
+    from bench import _common as common
+    from bench import ceilings as ceilings_mod
+except ImportError:  # run as `python bench/inference.py`
+    import _common as common
+    import ceilings as ceilings_mod
+
+#: Batch sizes that keep 2 cores busy without minutes per call.
+BATCH = {96: 256, 224: 32, 299: 16}
+POLICIES = ("float32", "mixed_bfloat16")
+
+
+def _images_per_second(model, batch: int, input_shape, repeats: int) -> dict:
+    import tensorflow as tf
+
+    x = tf.random.stateless_uniform((batch, *input_shape), seed=(0, 1))
+    call = tf.function(tf.autograph.experimental.do_not_convert(lambda t: model(t, training=False)))
+    seconds = common.time_calls(lambda: call(x).numpy(), repeats, warmup=1)
+    return common.rates(seconds, batch)
+
+
+def model_speed(name: str, input_shape, policy: str, batch: int, repeats: int) -> dict:
+    import keras
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = ceilings_mod.build(name, input_shape)
+        flops = ceilings_mod.count_flops(model)
+        ips = _images_per_second(model, batch, input_shape, repeats)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {"model": name, "input_shape": list(input_shape), "policy": policy, "batch_size": batch,
+            "forward_flops": flops["forward"], "by_kind": flops["by_kind"], "images_per_second": ips}
+
+
+def layer_microbench(dtype: str, batch: int, repeats: int, hw: int = 56, channels: int = 128) -> list[dict]:
+    """GFLOP/s and arithmetic intensity of a 3x3 depthwise, a 1x1 pointwise and a 3x3 full
+    convolution on one ``(batch, hw, hw, channels)`` map in ``dtype``."""
+    import keras
+    import tensorflow as tf
+
+    size = tf.constant(1, dtype).dtype.size
+    x = tf.cast(tf.random.stateless_uniform((batch, hw, hw, channels), seed=(2, 3)), dtype)
+    layers = {
+        "depthwise 3x3": (keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, dtype=dtype),
+                          9 * channels, 9 * channels),
+        "pointwise 1x1": (keras.layers.Conv2D(channels, 1, use_bias=False, dtype=dtype),
+                          channels * channels, channels * channels),
+        "full conv 3x3": (keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, dtype=dtype),
+                          9 * channels * channels, 9 * channels * channels),
+    }
+    out = []
+    for kind, (layer, macs_per_position, weights) in layers.items():
+        call = tf.function(tf.autograph.experimental.do_not_convert(lambda t, layer=layer: layer(t)))
+        seconds = common.time_calls(lambda: call(x).numpy(), repeats, warmup=1)
+        flops = 2 * macs_per_position * batch * hw * hw
+        moved = size * (2 * batch * hw * hw * channels + weights)  # read input, write output, weights
+        out.append({"layer": kind, "dtype": dtype, "shape": [batch, hw, hw, channels], "flops": flops,
+                    "bytes_moved_min": moved, "arithmetic_intensity": round(flops / moved, 2),
+                    "gflops": common.summarize([flops / s / 1e9 for s in seconds], digits=1)})
+    return out
+
+
+def _ceilings(path: Path | None, quick: bool) -> dict:
+    if path is None:
+        path = common.RESULTS / "bench_ceilings.json"
+    if path.is_file():
+        return {"gflops": json.loads(path.read_text())["ceiling_gflops"], "source": str(path)}
+    n = 512 if quick else ceilings_mod.MATMUL_N
+    return {"gflops": {d: ceilings_mod.matmul_ceiling(d, n, 3)["gflops"]["median"] for d in ("float32", "bfloat16")},
+            "source": f"measured here (n={n})"}
+
+
+def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = None) -> dict:
+    specs = ceilings_mod.model_specs(quick)
+    ceilings = _ceilings(ceilings_path, quick)
+    results = []
+    for name, shape in specs:
+        batch = 8 if quick else BATCH[shape[0]]
+        for policy in POLICIES:
+            r = model_speed(name, shape, policy, batch, repeats)
+            dtype = "bfloat16" if "bfloat16" in policy else "float32"
+            r["ceiling_dtype"] = dtype
+            r["achieved_gflops"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9, 1)
+            r["fraction_of_ceiling"] = round(r["achieved_gflops"] / ceilings["gflops"][dtype], 3)
+            results.append(r)
+            print(f"  {name} {policy} batch {batch}: {r['images_per_second']['median']} images/s", flush=True)
+
+    # what helps a depthwise-separable network: batch size, on MobileNet in bfloat16
+    batch_sweep = []
+    if not quick:
+        for batch in (8, 128):  # batch 32 is in the main results
+            r = model_speed("mobilenet", (224, 224, 3), "mixed_bfloat16", batch, repeats)
+            r["fraction_of_ceiling"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9
+                                             / ceilings["gflops"]["bfloat16"], 3)
+            batch_sweep.append(r)
+    micro = []
+    for dtype in ("float32", "bfloat16"):
+        micro += layer_microbench(dtype, 2 if quick else 16, repeats, hw=28 if quick else 56)
+    for m in micro:
+        m["fraction_of_ceiling"] = round(m["gflops"]["median"] / ceilings["gflops"][m["dtype"]], 3)
+
+    table = [common.row(f"infer {r['model']} @{r['input_shape'][0]} {r['policy']} b{r['batch_size']}",
+                        r["images_per_second"], "images/s", f"{r['fraction_of_ceiling']:.0%} of {r['ceiling_dtype']} ceiling")
+             for r in results]
+    table += [common.row(f"infer mobilenet @224 bf16 batch {r['batch_size']}", r["images_per_second"], "images/s",
+                         f"{r['fraction_of_ceiling']:.0%} of bfloat16 ceiling") for r in batch_sweep]
+    table += [common.row(f"layer {m['layer']} {m['dtype']} {m['shape'][1]}x{m['shape'][2]}x{m['shape'][3]}",
+                         m["gflops"], "GFLOP/s", f"intensity {m['arithmetic_intensity']} FLOP/B, "
+                         f"{m['fraction_of_ceiling']:.0%} of ceiling") for m in micro]
+    return {
+        "benchmark": "inference: images/s by model and dtype, fraction of the ceiling; depthwise layers",
+        "ceilings_gflops": ceilings["gflops"],
+        "ceilings_source": ceilings["source"],
+        "results": results,
+        "mobilenet_batch_sweep": batch_sweep,
+        "layer_microbench": micro,
+        "depthwise_explanation": (
+            "A 3x3 depthwise convolution does 9 multiply-adds per output value (a full 3x3 "
+            "convolution 9*c_in) while moving the same input and output bytes, so its arithmetic "
+            "intensity is ~2 FLOP/byte against ~30-500 for pointwise and full convolutions: it is "
+            "bound by memory bandwidth, not by the multiply-add units the matmul ceiling measures. "
+            "bfloat16 halves the bytes, a larger batch amortises per-call overhead, channels-last "
+            "(NHWC) is the layout oneDNN's depthwise kernels use, and oneDNN must stay on."),
+        "rows": table,
+    }
+
+
+def main(argv=None) -> int:
+    p = common.parser(__doc__, "inference")
+    p.add_argument("--ceilings", type=Path, default=None,
+                   help="bench_ceilings.json to divide by (default: book/results', else measured here)")
+    args = p.parse_args(argv)
+    load_start = common.load_average()
+    start = time.perf_counter()
+    record = measure(args.quick, args.repeats or (1 if args.quick else 3), args.ceilings)
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    return common.finish(record, args, load_start)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

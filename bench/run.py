@@ -1,0 +1,218 @@
+"""Run the whole benchmark suite: every ``bench/*.py`` script, one table, one JSON record.
+
+Runs each script in its own process (so one script's dtype policy, threads or memory never
+leak into the next), in this order: ``ceilings`` (the other scripts divide by its matmul
+rates), ``train_step``, ``inference``, ``pipeline`` and ``slide`` where they exist, and
+``scale`` last (it reads the pipeline's measured rate). Each script writes its own
+``bench_<name>.json`` into ``--results``; this one prints their rows as one table (median of
+repeated runs, with the spread min - max), then the issue's targets against what was
+measured, and writes everything, with the machine, package versions, git commit, date and the
+load average at start and end, to ``book/results/bench.json``.
+
+The machine may be shared: a 1-minute load average above the core count at start or end
+marks the record ``"contended": true``: other processes took CPU time from the benchmarks, and
+the absolute rates are then lower bounds.
+
+With ``--only``, the other scripts are not rerun: their last records in ``--results`` are merged
+as they are (``"rerun": false``; each keeps its own date and load average).
+
+    python bench/run.py [--quick] [--only NAME ...] [--results DIR] [--out JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+try:
+    from bench import _common as common
+except ImportError:  # run as `python bench/run.py`
+    import _common as common
+
+BENCH = Path(__file__).resolve().parent
+ORDER = ("ceilings", "train_step", "inference", "pipeline", "slide", "scale")
+LABEL_KEYS = ("name", "what", "variant", "model", "format", "spec", "source", "policy", "stride",
+              "threads", "batch_size", "workers")
+
+
+def _help(script: Path) -> str:
+    try:
+        return subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                              timeout=300).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def command(name: str, script: Path, *, quick: bool, results: Path) -> list[str]:
+    """The command line for one script: ``--out`` into ``results``; ``--quick`` where the script
+    takes it (else ``--repeats 1``); the fresh ceilings and the results folder where taken."""
+    options = _help(script)
+    cmd = [sys.executable, str(script)]
+    if "--out" in options:
+        cmd += ["--out", str(results / f"bench_{name}.json")]
+    if quick:
+        if "--quick" in options:
+            cmd.append("--quick")
+        elif "--repeats" in options:
+            cmd += ["--repeats", "1"]
+    if "--ceilings" in options and (results / "bench_ceilings.json").is_file():
+        cmd += ["--ceilings", str(results / "bench_ceilings.json")]
+    if "--results" in options:
+        cmd += ["--results", str(results)]
+    return cmd
+
+
+def run_script(name: str, *, quick: bool, results: Path, timeout: float) -> dict:
+    """Run ``bench/<name>.py``; returns its exit status, seconds, load averages and record."""
+    script = BENCH / f"{name}.py"
+    cmd = command(name, script, quick=quick, results=results)
+    print(f"== {name}: {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", flush=True)
+    out = results / f"bench_{name}.json"
+    before = out.stat().st_mtime if out.is_file() else None
+    load = common.load_average()
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, cwd=common.ROOT, timeout=timeout, text=True, capture_output=True)
+        status, tail = done.returncode, (done.stdout + done.stderr)
+    except subprocess.TimeoutExpired as error:
+        status, tail = "timeout", f"timed out after {timeout:.0f} s\n{error.stdout or ''}"
+    seconds = time.perf_counter() - start
+    lines = [ln for ln in tail.splitlines() if ln.strip() and not ln.startswith(("WARNING", "I0000", "W0000"))]
+    print("\n".join(lines[-40:]), flush=True)
+    entry = {"script": f"bench/{name}.py", "returncode": status, "seconds": round(seconds, 1),
+             "load_average_start": load, "load_average_end": common.load_average()}
+    if out.is_file() and out.stat().st_mtime != before:
+        entry["record"] = json.loads(out.read_text())
+    else:
+        entry["error"] = "\n".join(lines[-15:]) or "no record written"
+    return entry
+
+
+def _label(d: dict) -> str:
+    return ", ".join(f"{k} {d[k]}" for k in LABEL_KEYS if isinstance(d.get(k), (str, int, float)))
+
+
+def extract_rows(name: str, record) -> list[dict]:
+    """A record's table rows: its ``"rows"`` when it has them, else every measurement found in it
+    (a ``{"median", "min", "max"}`` dict, or ``X_median`` beside ``X_min`` and ``X_max``)."""
+    if isinstance(record, dict) and isinstance(record.get("rows"), list) and all(
+            isinstance(r, dict) and "median" in r for r in record["rows"]):
+        return [{**r, "what": f"{name}: {r.get('what', '')}"} for r in record["rows"]]
+    rows = []
+
+    def walk(node, path, context):
+        if isinstance(node, dict):
+            label = _label(node) or context
+            if {"median", "min", "max"} <= node.keys():
+                rows.append({"what": f"{name}: {path} {label}".strip(), "median": node["median"],
+                             "min": node["min"], "max": node["max"], "unit": node.get("unit", ""), "note": ""})
+                return
+            for key, value in node.items():
+                if key.endswith("_median") and isinstance(value, (int, float)):
+                    base = key[: -len("_median")]
+                    rows.append({"what": f"{name}: {label}".strip(", "), "median": value,
+                                 "min": node.get(base + "_min", value), "max": node.get(base + "_max", value),
+                                 "unit": base, "note": ""})
+                elif isinstance(value, (dict, list)) and key not in ("environment", "machine", "versions"):
+                    walk(value, key, label)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path, context)
+
+    walk(record, "", "")
+    return rows
+
+
+def targets(scripts: dict) -> list[dict]:
+    """The issue's targets against what the records hold: ``{"target", "measured", "goal", "met"}``."""
+    out = []
+
+    def rec(name):
+        return scripts.get(name, {}).get("record") or {}
+
+    t = rec("train_step").get("targets", {})
+    if t:
+        out.append({"target": "default training path / plain float32 twin", "measured": t["default_over_plain_float32_twin"],
+                    "goal": ">= 1.3", "met": t["default_over_plain_float32_twin"] >= 1.3})
+        out.append({"target": "default training path, fraction of its dtype's ceiling",
+                    "measured": t["default_fraction_of_ceiling"], "goal": ">= 0.6",
+                    "met": t["default_fraction_of_ceiling"] >= 0.6})
+        if "real_pipeline_over_cached" in t:
+            out.append({"target": "training from the real JPEG pipeline / from cached tensors",
+                        "measured": t["real_pipeline_over_cached"], "goal": ">= 0.95",
+                        "met": t["real_pipeline_over_cached"] >= 0.95})
+        out.append({"target": "fastest training variant", "measured": t["fastest_variant"], "goal": "the default",
+                    "met": t["fastest_variant"] == "default"})
+    for r in rec("inference").get("results", []):
+        out.append({"target": f"inference {r['model']} @{r['input_shape'][0]} {r['policy']}, fraction of ceiling",
+                    "measured": r["fraction_of_ceiling"], "goal": ">= 0.6", "met": r["fraction_of_ceiling"] >= 0.6})
+    for r in rec("slide").get("results", []):
+        if r.get("stride") == 96 and "seconds_median" in r:
+            out.append({"target": "slide heatmap, whole region, stride 96", "measured": r["seconds_median"],
+                        "goal": "< 10 s", "met": r["seconds_median"] < 10})
+    for accelerator, ok in (rec("scale").get("keeps_up") or {}).items():
+        out.append({"target": f"JPEG pipeline keeps up with {accelerator} (seed model)", "measured": ok,
+                    "goal": f"<= {rec('scale').get('host_cores_assumed')} host cores", "met": bool(ok)})
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="pass --quick to every script (smoke test)")
+    p.add_argument("--only", nargs="+", choices=ORDER, help="run only these scripts")
+    p.add_argument("--results", type=Path, default=common.RESULTS, help="folder for the scripts' records")
+    p.add_argument("--out", type=Path, default=common.RESULTS / "bench.json", help="the merged record")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per script")
+    args = p.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    load_start = common.load_average()
+    start = time.perf_counter()
+    scripts = {}
+    for name in ORDER:
+        if not (BENCH / f"{name}.py").is_file():
+            continue
+        if not args.only or name in args.only:
+            scripts[name] = run_script(name, quick=args.quick, results=args.results, timeout=args.timeout)
+            continue
+        kept = args.results / f"bench_{name}.json"  # not rerun: keep its last record, marked so
+        if kept.is_file():
+            scripts[name] = {"script": f"bench/{name}.py", "rerun": False, "returncode": 0,
+                             "record": json.loads(kept.read_text())}
+
+    rows = [r for n, s in scripts.items() if "record" in s for r in extract_rows(n, s["record"])]
+    goals = targets(scripts)
+    env = common.environment(load_start)
+    record = {
+        "benchmark": "histolib benchmark suite (bench/run.py)",
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - start, 1),
+        "contended": env["contended"] or any(s.get("record", {}).get("environment", {}).get("contended")
+                                             for s in scripts.values()),
+        "environment": env,
+        "rows": rows,
+        "targets": goals,
+        "scripts": scripts,
+        "failed": [n for n, s in scripts.items() if s["returncode"] != 0 or "record" not in s],
+    }
+    print()
+    print(common.format_table(rows))
+    print()
+    for g in goals:
+        print(f"{'MET   ' if g['met'] else 'MISSED'} {g['target']}: {g['measured']} (goal {g['goal']})")
+    loads = [s["load_average_start"][0] for s in scripts.values() if "load_average_start" in s]
+    print(f"load average (1 min) at start {load_start[0]}, per script {loads}, at end {env['load_average_end'][0]} "
+          f"on {env['machine']['logical_cpus']} cores"
+          + ("; CONTENDED: other processes shared the CPU, rates are lower bounds" if record["contended"] else ""))
+    if record["failed"]:
+        print(f"FAILED: {', '.join(record['failed'])}")
+    common.write_record(record, args.out)
+    print(f"wrote {args.out}")
+    return 1 if record["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
