@@ -305,11 +305,9 @@ def _train_with_policy(args, precision, choice) -> int:
 
 
 def _evaluate(args) -> int:
-    import keras
-
     from histolib import data, evaluate
 
-    model = keras.models.load_model(args.model, compile=False)
+    model = evaluate.load_model(args.model)
     size = args.image_size
     if size is None:
         shape = model.inputs[0].shape
@@ -337,13 +335,11 @@ def _evaluate(args) -> int:
 
 
 def _heatmap(args) -> int:
-    import keras
-
-    from histolib import slide
+    from histolib import evaluate, slide
 
     if not 0.0 <= args.min_tissue <= 1.0:
         raise UsageError(f"{PROG} heatmap: error: --min-tissue must lie in [0, 1], got {args.min_tissue}")
-    model = keras.models.load_model(args.model, compile=False)
+    model = evaluate.load_model(args.model)
     region = slide.read_region(args.region)
     result = slide.heatmap(model, region, stride=args.stride, min_tissue=args.min_tissue,
                            batch_size=args.batch_size)
@@ -368,6 +364,11 @@ def _data(args) -> int:
     return 0
 
 
+def _one_line(error, limit: int = 600) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 COMMANDS = {"train": _train, "evaluate": _evaluate, "heatmap": _heatmap, "data": _data}
 
 
@@ -389,10 +390,10 @@ def main(argv=None) -> int:
         print(error, file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except ConnectionError as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)

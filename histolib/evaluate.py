@@ -36,6 +36,24 @@ def as_class_probs(outputs) -> np.ndarray:
     return class_probabilities(p).astype(np.float64)
 
 
+def load_model(path):
+    """Load a ``.keras`` model saved by histolib, for inference (``compile=False``).
+
+    Imports `histolib.layers` first, so the custom attention layers are registered.
+
+    Raises:
+        ValueError: ``path`` is not a readable ``.keras`` model (the message names it).
+    """
+    import keras
+
+    import histolib.layers  # noqa: F401  (registers SelfAttention & co. with Keras)
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"cannot load a Keras model from {path}: {error}") from error
+
+
 def dihedral_views(images):
     """The 8 flips/rotations of a batch ``(b, h, w, c)`` with ``h == w``, as a list of 8 tensors.
 

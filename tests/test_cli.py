@@ -39,6 +39,7 @@ def test_help_teaches(capsys):
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--lr", "-1"], "positive number"),
         (["evaluate", "--model", "no-such.keras", "--data", DATA], "no such file"),
         (["evaluate", "--model", __file__, "--data", DATA, "--split", "holdout"], "invalid choice"),
+        (["evaluate", "--model", __file__, "--data", DATA], "cannot load a Keras model"),
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(argv, expected, capsys):
@@ -83,9 +84,13 @@ def test_train_evaluate_and_heatmap(tmp_path, capsys):
     assert metrics["threshold"] == pytest.approx(threshold)
     assert sum(map(sum, metrics["confusion_matrix"])) == 8
     assert set(metrics["ci95"]) >= {"accuracy", "auc"}
-    assert cli.main(["evaluate", "--model", str(out / "best.keras"), "--data", DATA, "--split", "test",
-                     "--tta", "--json", str(report)]) == 0
-    assert json.loads(report.read_text())["tta"] is True
+    # In a fresh process (the custom layers must register themselves), with TTA.
+    result = subprocess.run(
+        [sys.executable, "-m", "histolib", "evaluate", "--model", str(out / "best.keras"), "--data", DATA,
+         "--split", "test", "--tta", "--json", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["tta"] is True and "TTA x8" in result.stdout
 
     # A small pink-on-white TIFF region: tissue in the left half only.
     import tifffile
