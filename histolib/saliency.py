@@ -8,7 +8,7 @@ float32 in [0, 1] at the input size. Attention maps come from the attention laye
 against a known lesion mask (share of the map's energy inside the mask, the pointing game) and
 `randomisation_check` is the model-randomisation sanity check of Adebayo et al. 2018.
 
-Keras 3 notes (tf-keras-vis 0.8.7 was written for tf.keras 2; it works under Keras 3 with three
+Keras 3 notes (tf-keras-vis 0.8.7 was written for tf.keras 2; it works under Keras 3 with four
 workarounds, kept here and nowhere else):
 
 - A single-input model called with a list of one tensor makes Keras 3 warn that the input
@@ -20,6 +20,11 @@ workarounds, kept here and nowhere else):
   ``keras.models.clone_model(..., call_function=...)`` (sharing the layers, so the weights too),
   calling the backbone through a twin that also returns the wanted layer's output, and hands that
   tensor to tf-keras-vis as its penultimate layer.
+- Under a ``mixed_bfloat16`` policy Grad-CAM++ fails ("cannot compute Mul ... bfloat16"):
+  tf-keras-vis only recognises float16 as mixed precision and multiplies bfloat16 gradients by
+  float32 scores. `Explainer` explains a float32 twin of such a model (the same layers rebuilt
+  with a float32 policy, the same weights), which also keeps bfloat16's 8-bit mantissa out of
+  the gradients.
 - SmoothGrad draws its noise from NumPy's global generator (``np.random.normal``); `Explainer`
   seeds it from the call's ``seed`` and restores the global state afterwards, so the maps are
   reproducible and the caller's random stream is left as it was.
@@ -146,6 +151,24 @@ def _expose(model: keras.Model, path: list):
     return rebuilt, exposed["layer"]
 
 
+def _float32_twin(model: keras.Model) -> keras.Model:
+    """``model`` itself if it computes in float32 throughout, else a float32 copy of it."""
+
+    def low_precision(layer) -> bool:
+        inner = layer.layers if isinstance(layer, keras.Model) else []
+        return layer.compute_dtype != "float32" or any(low_precision(item) for item in inner)
+
+    if not any(low_precision(layer) for layer in model.layers):
+        return model
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    twin = keras.models.clone_model(model, clone_function=float32_layer, recursive=True)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 class Explainer:
     """Gradient maps of a Keras model through tf-keras-vis, in [0, 1] at the input size.
 
@@ -156,7 +179,8 @@ class Explainer:
 
     Args:
         model: a Keras model taking ``(batch, h, w, 3)`` images and returning probabilities,
-            sigmoid ``(batch, 1)`` or softmax ``(batch, k)``.
+            sigmoid ``(batch, 1)`` or softmax ``(batch, k)``. A model with a lower-precision
+            policy (``mixed_bfloat16``) is explained through a float32 copy.
         method: one of `METHODS`.
         modifier: a tf-keras-vis model modifier (or list of them) applied to a clone of the
             model; the default ``ReplaceToLinear()`` scores logits instead of saturated
@@ -188,7 +212,7 @@ class Explainer:
         self.smooth_samples = int(smooth_samples)
         self.smooth_noise = float(smooth_noise)
         visualiser = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}.get(method, Saliency)
-        self._visualiser = visualiser(model, model_modifier=modifier)
+        self._visualiser = visualiser(_float32_twin(model), model_modifier=modifier)
         self.model = self._visualiser.model  # the modified clone (or the model itself)
         self._exposed = {}  # nested layer name -> (Gradcam over the rebuilt model, its layer)
 

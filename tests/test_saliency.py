@@ -220,3 +220,37 @@ def test_overlay_blends_a_colormap():
     assert not np.allclose(blended[0, 0], blended[-1, -1])  # cold and hot ends differ
     with pytest.raises(ValueError, match="heatmap.shape=\\(5, 5\\)"):
         saliency.overlay(image, heat[:, :5])
+
+
+def test_mixed_bfloat16_model_is_explained_through_a_float32_twin():
+    """tf-keras-vis's Grad-CAM++ fails on bfloat16 gradients; the float32 twin gives the maps."""
+    keras.utils.set_random_seed(2)
+    reference = small_cnn("float32")
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1",
+                            dtype="mixed_bfloat16")(inputs)
+    x = keras.layers.MaxPooling2D(dtype="mixed_bfloat16")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2",
+                            dtype="mixed_bfloat16")(x)
+    x = keras.layers.GlobalMaxPooling2D(dtype="mixed_bfloat16")(x)
+    low = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="prob")(x))
+    low.set_weights(reference.get_weights())
+    images, _, _ = lesion_patches(3, seed=4)
+    for method in ("gradcam", "gradcam++"):
+        explainer = saliency.Explainer(low, method)
+        assert all(layer.compute_dtype == "float32" for layer in explainer.model.layers)
+        assert low.get_layer("conv1").compute_dtype == "bfloat16"  # the model is left as it was
+        np.testing.assert_allclose(explainer(1, images),
+                                   saliency.Explainer(reference, method)(1, images), atol=1e-5)
+
+
+def test_seed_pcam_model_maps():
+    from histolib.models import build_seed_pcam_model
+
+    keras.utils.set_random_seed(0)
+    model = build_seed_pcam_model()
+    images = np.random.default_rng(0).random((2, 96, 96, 3), dtype=np.float32)
+    cam = saliency.Explainer(model)(1, images)  # the last convolution, conv3
+    attention = saliency.attention_map(model, images)  # 144 tokens -> 12 x 12 grid
+    assert cam.shape == attention.shape == (2, 96, 96)
+    assert attention.max() == pytest.approx(1.0) and attention.min() == 0.0
