@@ -190,12 +190,17 @@ def tissue_fraction(mask, *, tile: int = 96, stride: int = 96) -> np.ndarray:
     return ((along[:, left + tile] - along[:, left]) / float(tile * tile)).astype(np.float32)
 
 
-def _model_tile(model) -> int:
+def _model_tile(model, tile: int | None) -> int:
+    """The tile side: the model's square input size, or ``tile`` (96 if neither says)."""
     height, width = tuple(model.input_shape)[1:3]
     if height is None or width is None:
-        return 96
+        return 96 if tile is None else int(tile)
     if height != width:
         raise ValueError(f"Expected a model with square input. Received: input_shape={model.input_shape}")
+    if tile is not None and tile != height:
+        raise ValueError(
+            f"Expected tile to match the model's input size {height}. Received: tile={tile}"
+        )
     return int(height)
 
 
@@ -277,7 +282,7 @@ def heatmap(model, region, *, stride: int = 96, tile: int | None = None, min_tis
         a `SlideHeatmap`.
     """
     region = np.asarray(region)
-    tile = _model_tile(model) if tile is None else int(tile)
+    tile = _model_tile(model, tile)
     if not 0.0 <= min_tissue <= 1.0:
         raise ValueError(f"Expected min_tissue in [0, 1]. Received: min_tissue={min_tissue}")
     mask = tissue_mask(region, method=mask_method) if mask is None else np.asarray(mask, bool)

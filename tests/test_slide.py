@@ -146,6 +146,10 @@ def test_model_input_must_match_tiles():
     with pytest.raises(ValueError, match="square input"):
         slide.heatmap(keras.Sequential([keras.Input((96, 64, 3)), keras.layers.Flatten()]),
                       synthetic_region())
+    with pytest.raises(ValueError, match="input size 96. Received: tile=64"):
+        slide.heatmap(red_model(), synthetic_region(), tile=64)
+    small = slide.heatmap(red_model(size=None), synthetic_region(), tile=64, stride=64)
+    assert small.probability.shape == (4, 6) and small.tile == 64
 
 
 def test_manifest_matches_the_module_and_the_shared_file(shared_data):

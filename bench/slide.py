@@ -1,0 +1,173 @@
+"""Slide heatmap speed: the whole real region, read + tissue mask + tiles + batched prediction.
+
+Times ``histolib.slide.read_region`` followed by ``histolib.slide.heatmap`` on
+``../shared/data/he-region/CMU-1-Small-Region.svs`` (2220 x 2967 pixels) with the PCam seed
+model (random weights: the speed does not depend on them), built under the float32 and the
+``mixed_bfloat16`` policies, at stride 96 and stride 48, after one untimed warm-up that traces
+the model's predict function. Reports the median of repeated runs with their minimum and
+maximum, a breakdown of one run into its stages, and tiles per second, prints a table, and
+writes ``book/results/bench_slide.json``.
+
+    python bench/slide.py [--region PATH] [--repeats 5] [--batch-size 128] [--dtypes ...] [--out JSON]
+
+Run it with oneDNN on (do not set ``TF_ENABLE_ONEDNN_OPTS=0``): that halves TensorFlow's speed
+on this CPU. The machine may be shared; the record keeps the load average beside the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REGION = ROOT.parent / "shared" / "data" / "he-region" / "CMU-1-Small-Region.svs"
+DEFAULT_OUT = ROOT / "book" / "results" / "bench_slide.json"
+STRIDES = (96, 48)
+LOAD_BEFORE = round(os.getloadavg()[0], 2)  # the machine may be shared: keep its load beside the numbers
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def _seed_model(dtype: str):
+    import keras
+
+    from histolib.models import build_seed_pcam_model
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(dtype)
+    try:
+        return build_seed_pcam_model()
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def measure(region_path: Path, *, repeats: int = 5, batch_size: int = 128,
+            dtypes=("float32", "mixed_bfloat16")) -> dict:
+    """Time the whole region at each stride and dtype policy; returns the record for JSON."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from histolib import slide
+
+    results = []
+    for dtype in dtypes:
+        model = _seed_model(dtype)
+        region = slide.read_region(region_path)
+        slide.heatmap(model, region, stride=96, batch_size=batch_size)  # warm-up: traces predict
+        for stride in STRIDES:
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                result = slide.heatmap(model, slide.read_region(region_path), stride=stride,
+                                       batch_size=batch_size)
+                runs.append(time.perf_counter() - start)
+            # one run again, stage by stage
+            region, t_read = _timed(slide.read_region, region_path)
+            mask, t_mask = _timed(slide.tissue_mask, region)
+            tissue, t_tiles = _timed(slide.tissue_fraction, mask, tile=96, stride=stride)
+            keep = np.argwhere(tissue >= 0.25)
+            _, t_predict = _timed(slide.predict_tiles, model, region, keep * stride,
+                                  tile=96, batch_size=batch_size)
+            median = statistics.median(runs)
+            results.append({
+                "dtype_policy": dtype,
+                "stride": stride,
+                "tiles": result.n_tiles,
+                "tiles_scored": result.n_scored,
+                "seconds_median": round(median, 3),
+                "seconds_min": round(min(runs), 3),
+                "seconds_max": round(max(runs), 3),
+                "seconds_runs": [round(r, 3) for r in runs],
+                "tiles_scored_per_second": round(result.n_scored / median, 1),
+                "stages_seconds": {"read": round(t_read, 3), "tissue_mask": round(t_mask, 3),
+                                   "tile_fractions": round(t_tiles, 3),
+                                   "predict": round(t_predict, 3)},
+            })
+    return {
+        "benchmark": "slide heatmap, whole region, tissue mask included",
+        "region": region_path.name,
+        "region_shape": list(region.shape),
+        "model": "seed-pcam (random weights)",
+        "tile": 96,
+        "min_tissue": 0.25,
+        "mask_method": "otsu",
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "target": "under 10 s at stride 96 (issue 6, item 4)",
+        "results": results,
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "load_average_1min_before": LOAD_BEFORE,
+            "load_average_1min_after": round(os.getloadavg()[0], 2),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (on)"),
+        },
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                     "keras": keras.__version__, "numpy": np.__version__},
+        "git_commit": _git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--region", type=Path, default=DEFAULT_REGION, help="SVS or TIFF region")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per stride (median)")
+    parser.add_argument("--batch-size", type=int, default=128, help="tiles per forward pass")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "mixed_bfloat16"],
+                        help="Keras dtype policies to build the model under")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON record to write")
+    args = parser.parse_args(argv)
+    if not args.region.is_file():
+        print(f"bench/slide.py: error: region not found: {args.region}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    record = measure(args.region, repeats=args.repeats, batch_size=args.batch_size,
+                     dtypes=args.dtypes)
+    print(f"{record['region']} {record['region_shape']}, batch {record['batch_size']}, "
+          f"median of {record['repeats']} runs (min - max)")
+    print(f"{'dtype':>15} {'stride':>6} {'tiles':>6} {'scored':>6} {'seconds':>8} {'spread':>14} {'tiles/s':>8}"
+          f"  stages (read / mask / fractions / predict)")
+    for row in record["results"]:
+        stages = " / ".join(f"{v:.2f}" for v in row["stages_seconds"].values())
+        print(f"{row['dtype_policy']:>15} {row['stride']:>6} {row['tiles']:>6} {row['tiles_scored']:>6} "
+              f"{row['seconds_median']:>8.2f} {row['seconds_min']:>6.2f} - {row['seconds_max']:<5.2f} "
+              f"{row['tiles_scored_per_second']:>8.1f}  {stages}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
