@@ -1,0 +1,122 @@
+"""Record a finished PCam training run under book/results/ for the book to read.
+
+Usage (from the project root, after `histolib train ... --out runs/NAME` and the two
+`histolib evaluate ... --json` calls on the valid split, without and with --tta)::
+
+    python book/results/pcam_record.py runs/pcam-seed --name pcam-seed \
+        --valid runs/pcam-seed/valid.json --valid-tta runs/pcam-seed/valid_tta.json \
+        --out book/results/pcam_seed_run.json [--publish] [--variants book/results/pcam_variants.json]
+
+Writes ``--out`` (the run record: metrics on valid, command, wall time, epochs, seed,
+package versions, git commit, data file count and digest, machine), copies ``history.csv``
+beside it, and with ``--publish`` saves the best model without optimizer state as
+``book/results/models/NAME.keras`` with its threshold as ``NAME.threshold.json``. With
+``--variants`` it also adds or replaces the run's entry in that list of variants tried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent
+SELECTION_NOTE = (
+    "valid is the selection split: early stopping, the best checkpoint, the learning-rate "
+    "schedule and the decision threshold were all chosen on it, so scores on it are optimistic. "
+    "The fair score is on PCam test patches, outside this repository."
+)
+YARDSTICK = {
+    "seed_published_test": {"accuracy": 0.831, "auc": 0.92, "train_patches": 222822,
+                            "note": "the PCam seed's README, TFDS test split, TPU training"},
+    "calibration_run_valid": {"accuracy": 0.791, "auc": 0.874, "epochs": 8,
+                              "note": "plain Keras, same data and augmentation (the design notes' calibration run)"},
+}
+KEYS = ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy", "brier", "n", "threshold",
+        "confusion_matrix", "ci95", "tta")
+
+
+def _metrics(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    return {k: data[k] for k in KEYS if k in data}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the training output folder (runs/NAME)")
+    parser.add_argument("--name", required=True, help="short name, e.g. pcam-seed")
+    parser.add_argument("--valid", required=True, type=Path, help="histolib evaluate --json on valid")
+    parser.add_argument("--valid-tta", type=Path, help="the same with --tta")
+    parser.add_argument("--out", type=Path, required=True, help="the record to write (JSON); the history goes beside it")
+    parser.add_argument("--models", type=Path, default=RESULTS / "models", help="where --publish saves the model")
+    parser.add_argument("--description", default="", help="what this run changes")
+    parser.add_argument("--publish", action="store_true", help="save the model under book/results/models/")
+    parser.add_argument("--variants", type=Path, help="add the run to this list of variants (JSON)")
+    args = parser.parse_args(argv)
+
+    run = json.loads((args.run / "run.json").read_text())
+    if run.get("status") != "finished":
+        parser.error(f"{args.run} holds an unfinished run (status {run.get('status')!r})")
+    valid_json = json.loads(args.valid.read_text())
+    environment = run["environment"]
+    record = {
+        "name": args.name,
+        "description": args.description or None,
+        "command": run["command"],
+        "sessions": run["sessions"],
+        "wall_s": run["wall_s"],
+        "epochs_requested": run["settings"]["epochs"],
+        "epochs_done": run["epochs_done"],
+        "best_epoch": run["best_epoch"],
+        "stopped_early": run["stopped_early"],
+        "monitor": run["settings"]["monitor"],
+        "seed": run["seed"],
+        "settings": run["settings"],
+        "model": run.get("model"),
+        "augment": run.get("augment"),
+        "batch_size": run.get("batch_size"),
+        "precision": run.get("precision"),
+        "threshold": run["threshold"],
+        "data": {**run["data"], "evaluated": {"spec": valid_json["data"], "split": valid_json["split"],
+                                              "file_list": valid_json.get("file_list")}},
+        "valid": _metrics(args.valid),
+        "valid_tta": _metrics(args.valid_tta) if args.valid_tta else None,
+        "selection_note": SELECTION_NOTE,
+        "yardstick": YARDSTICK,
+        "packages": environment["packages"],
+        "git": environment["git"],
+        "machine": environment["machine"],
+        "dtype_policy": environment["dtype_policy"],
+    }
+    stem = args.name.replace("-", "_")
+    history = args.out.parent / f"{stem}_history.csv"
+    shutil.copyfile(args.run / "history.csv", history)
+    record["history_csv"] = history.name
+    if args.publish:
+        from histolib.evaluate import load_model
+
+        models = args.models
+        models.mkdir(parents=True, exist_ok=True)
+        model = load_model(args.run / "best.keras")
+        model.save(models / f"{args.name}.keras", include_optimizer=False)
+        (models / f"{args.name}.threshold.json").write_text(json.dumps(run["threshold"], indent=2) + "\n")
+        record["published_model"] = os.path.relpath(models / f"{args.name}.keras", args.out.parent)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    if args.variants:
+        variants = json.loads(args.variants.read_text()) if args.variants.is_file() else {
+            "selection_note": SELECTION_NOTE, "yardstick": YARDSTICK, "variants": []}
+        entry = {k: record[k] for k in ("name", "description", "command", "wall_s", "epochs_done", "best_epoch",
+                                        "stopped_early", "seed", "augment", "model", "threshold", "valid",
+                                        "valid_tta", "history_csv")}
+        entry["git_commit"] = record["git"]["commit"]
+        variants["variants"] = [v for v in variants["variants"] if v["name"] != args.name] + [entry]
+        args.variants.write_text(json.dumps(variants, indent=2) + "\n")
+        print(f"updated {args.variants} ({len(variants['variants'])} variants)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
