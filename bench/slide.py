@@ -85,12 +85,13 @@ def measure(region_path: Path, *, repeats: int = 5, batch_size: int = 128,
         region = slide.read_region(region_path)
         slide.heatmap(model, region, stride=96, batch_size=batch_size)  # warm-up: traces predict
         for stride in STRIDES:
-            runs = []
+            runs, cpu = [], []
             for _ in range(repeats):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 result = slide.heatmap(model, slide.read_region(region_path), stride=stride,
                                        batch_size=batch_size)
                 runs.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
             # one run again, stage by stage
             region, t_read = _timed(slide.read_region, region_path)
             mask, t_mask = _timed(slide.tissue_mask, region)
@@ -109,6 +110,9 @@ def measure(region_path: Path, *, repeats: int = 5, batch_size: int = 128,
                 "seconds_max": round(max(runs), 3),
                 "seconds_runs": [round(r, 3) for r in runs],
                 "tiles_scored_per_second": round(result.n_scored / median, 1),
+                # CPU seconds of this process over all its threads: less sensitive than wall
+                # time to other work on a shared machine (wall >= cpu / cores)
+                "cpu_seconds_median": round(statistics.median(cpu), 3),
                 "stages_seconds": {"read": round(t_read, 3), "tissue_mask": round(t_mask, 3),
                                    "tile_fractions": round(t_tiles, 3),
                                    "predict": round(t_predict, 3)},
@@ -157,12 +161,13 @@ def main(argv=None) -> int:
     print(f"{record['region']} {record['region_shape']}, batch {record['batch_size']}, "
           f"median of {record['repeats']} runs (min - max)")
     print(f"{'dtype':>15} {'stride':>6} {'tiles':>6} {'scored':>6} {'seconds':>8} {'spread':>14} {'tiles/s':>8}"
+          f" {'cpu s':>6}"
           f"  stages (read / mask / fractions / predict)")
     for row in record["results"]:
         stages = " / ".join(f"{v:.2f}" for v in row["stages_seconds"].values())
         print(f"{row['dtype_policy']:>15} {row['stride']:>6} {row['tiles']:>6} {row['tiles_scored']:>6} "
               f"{row['seconds_median']:>8.2f} {row['seconds_min']:>6.2f} - {row['seconds_max']:<5.2f} "
-              f"{row['tiles_scored_per_second']:>8.1f}  {stages}")
+              f"{row['tiles_scored_per_second']:>8.1f} {row['cpu_seconds_median']:>6.2f}  {stages}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
