@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -37,6 +38,10 @@ SPEC_HELP = (
     "data spec: synthetic-pcam, synthetic-subtype, folder:DIR (DIR/{train,valid,test}/CLASS/*.jpg), "
     "pcam-h5:DIR, kaggle:DIR or tfds:patch_camelyon"
 )
+
+
+def _para(text: str) -> str:
+    return textwrap.fill(text, 78)
 
 
 class UsageError(Exception):
@@ -78,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``histolib`` command."""
     parser = _Parser(
         prog=PROG,
-        description="Attention models in computational pathology: train, evaluate and map "
-        "histology patch classifiers (PatchCamelyon, ovarian subtypes).",
+        description=_para(
+            "Attention models in computational pathology: train, evaluate and map "
+            "histology patch classifiers (PatchCamelyon, ovarian subtypes)."
+        ),
         epilog=EPILOG_TOP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -89,12 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser(
         "train",
         help="train a model on a data spec's train split, selecting on its valid split",
-        description="Train NAME on the 'train' split of SPEC and select the best epoch on its "
-        "'valid' split. Writes OUT/best.keras (the best epoch), OUT/history.csv (one row per "
-        "epoch), OUT/threshold.json (the decision threshold chosen on 'valid' by Youden's J) and "
-        "OUT/run.json (command, time, versions, machine). Run the same command again after an "
-        "interruption and it resumes after the last finished epoch; on a finished run it says so "
-        "and trains nothing.",
+        description=_para(
+            "Train NAME on the 'train' split of SPEC and select the best epoch on its "
+            "'valid' split. Writes OUT/best.keras (the best epoch), OUT/history.csv (one row per "
+            "epoch), OUT/threshold.json (the decision threshold chosen on 'valid' by Youden's J) and "
+            "OUT/run.json (command, time, versions, machine). Run the same command again after an "
+            "interruption and it resumes after the last finished epoch; on a finished run it says so "
+            "and trains nothing."
+        ),
         epilog="example:\n  histolib train --data folder:../shared/data/pcam-jpeg --model seed-pcam "
         "--epochs 8 --augment pcam-seed --out runs/pcam-seed",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -141,11 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = commands.add_parser(
         "evaluate",
         help="score a saved model on a data spec's split",
-        description="Score a saved model on one split of SPEC: accuracy, precision, recall, F1, "
-        "ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro averages), "
-        "the confusion matrix and scikit-learn's report. The decision threshold is read from "
-        "beside the model (NAME.threshold.json or threshold.json, as train writes it); 0.5 when "
-        "there is none. It is never tuned on the split being scored.",
+        description=_para(
+            "Score a saved model on one split of SPEC: accuracy, precision, recall, F1, "
+            "ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro averages), "
+            "the confusion matrix and scikit-learn's report. The decision threshold is read from "
+            "beside the model (NAME.threshold.json or threshold.json, as train writes it); 0.5 when "
+            "there is none. It is never tuned on the split being scored."
+        ),
         epilog="example:\n  histolib evaluate --model runs/pcam-seed/best.keras "
         "--data folder:../shared/data/pcam-jpeg --split valid --tta --json valid.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -166,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     h = commands.add_parser(
         "heatmap",
         help="draw a model's tumour-probability heatmap over a slide region",
-        description="Cut the tissue of a slide region (SVS or TIFF) into tiles of the model's "
-        "input size, skip background (Otsu on saturation), score each tile and draw the "
-        "probability heatmap over the region as a PNG.",
+        description=_para(
+            "Cut the tissue of a slide region (SVS or TIFF) into tiles of the model's "
+            "input size, skip background (Otsu on saturation), score each tile and draw the "
+            "probability heatmap over the region as a PNG."
+        ),
         epilog="example:\n  histolib heatmap --model runs/pcam-seed/best.keras "
         "--region ../shared/data/he-region/CMU-1-Small-Region.svs --out heatmap.png --stride 48",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -185,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = commands.add_parser(
         "data",
         help="download real data (MD5-checked)",
-        description="Download real data, MD5-checked; a file already there and intact is kept. "
-        "Offline, fails fast with a message saying where to get the files by hand.",
+        description=_para(
+            "Download real data, MD5-checked; a file already there and intact is kept. "
+            "Offline, fails fast with a message saying where to get the files by hand."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("dataset", choices=["pcam", "cmu-region"],
