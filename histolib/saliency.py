@@ -200,6 +200,12 @@ class Explainer:
 
     Returns:
         ``(batch, h, w)`` float32 maps, each scaled to [0, 1] (an all-zero map stays zero).
+
+    Grad-CAM weighs each channel by its gradient averaged over the map, which is faithful behind
+    a global-average-pooling head. Behind ``Flatten`` + ``Dense`` the weights differ by position,
+    and the average can flip a channel's sign: the map then lights everything but the evidence
+    (its ReLU removes the lesion). Check maps against known masks with `localisation`, and try an
+    earlier layer or ``"gradcam++"``.
     """
 
     def __init__(self, model: keras.Model, method: str = "gradcam", *, modifier=ReplaceToLinear(),
