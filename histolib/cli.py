@@ -255,26 +255,31 @@ def _interactive() -> bool:
     return sys.stdout.isatty()
 
 
-def _train(args) -> int:
+def _build_with_policy(precision, name, **kwargs):
+    """Build ``name`` under the dtype policy ``precision`` and put the global policy back.
+
+    Only the model takes the policy: the data pipeline (augmentation layers included) stays in
+    float32.
+    """
     import keras
 
-    if args.patience < 0:
-        raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
-    from histolib import strategy
+    from histolib import models
 
-    choice = strategy.choose_strategy(args.strategy)  # first: it brings up a TPU, if any
-    precision = choose_precision(args.precision)
     previous = keras.config.dtype_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        return _train_with_policy(args, precision, choice)
+        return models.build_model(name, **kwargs)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _train_with_policy(args, precision, choice) -> int:
-    from histolib import data, models, strategy, train
+def _train(args) -> int:
+    from histolib import data, strategy, train
 
+    if args.patience < 0:
+        raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
+    choice = strategy.choose_strategy(args.strategy)  # first: it brings up a TPU, if any
+    precision = choose_precision(args.precision)
     train_info = data.info(args.data, "train", seed=args.seed)
     valid_info = data.info(args.data, "valid", seed=args.seed)
     num_classes = len(train_info["class_names"])
@@ -301,7 +306,8 @@ def _train_with_policy(args, precision, choice) -> int:
         record["data"]["file_list"] = file_list_digest(folder)
     class_weight = ("balanced", train_info["counts"]) if args.class_weight == "balanced" else None
     result = train.fit(
-        lambda: models.build_model(args.model, num_classes=num_classes, input_shape=input_shape, weights=weights),
+        lambda: _build_with_policy(precision, args.model, num_classes=num_classes, input_shape=input_shape,
+                                   weights=weights),
         train_ds, val_ds, out_dir=args.out, epochs=args.epochs, learning_rate=args.lr,
         patience=args.patience, monitor=args.monitor, class_weight=class_weight, seed=args.seed,
         deterministic=args.deterministic, tensorboard=args.tensorboard, strategy=choice.strategy,

@@ -121,3 +121,18 @@ def test_python_dash_m_help():
     result = subprocess.run([sys.executable, "-m", "histolib", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and "usage: histolib" in result.stdout
+
+
+def test_mixed_precision_applies_to_the_model_not_the_augmentation(tmp_path, capsys):
+    # HED stain jitter computes in float32; under a global mixed policy it would fail.
+    out = tmp_path / "run"
+    argv = ["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", str(out),
+            "--batch-size", "8", "--steps-per-epoch", "1", "--validation-steps", "1",
+            "--augment", "pcam", "--precision", "mixed_bfloat16"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert keras.config.dtype_policy().name == "float32"
+    from histolib.evaluate import load_model
+
+    model = load_model(out / "best.keras")
+    assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("prob").dtype_policy.name == "float32"
