@@ -93,6 +93,8 @@ def versions() -> dict:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
+    if "tensorflow" not in out and "tensorflow-cpu" in out:  # the CPU wheel's distribution name
+        out["tensorflow"] = out["tensorflow-cpu"]
     return out
 
 
