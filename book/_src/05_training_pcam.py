@@ -1,0 +1,437 @@
+# %% [markdown]
+# # Training the PCam seed model
+#
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/histolib/histolib/blob/main/book/05_training_pcam.ipynb)
+#
+# ## Overview
+#
+# The PCam seed trained its 494,337-parameter CNN with self-attention on a TPU, with Adam and
+# three Keras callbacks. This chapter trains the same model with `histolib.train.fit`, which adds
+# what a run of several hours needs: a log, a resumable state, a record of what was run, and a
+# decision threshold chosen on validation data.
+#
+# 1. Data and model
+# 2. Distribution strategies: what `get_strategy` picks, and why
+# 3. Training with the seed's callbacks
+# 4. What a run leaves behind
+# 5. Resuming an interrupted run
+# 6. Training curves
+# 7. The threshold chosen on validation data
+# 8. Colab TPU: TensorFlow's TPU build, or Keras on JAX
+#
+# ## Prerequisites
+#
+# | Concepts | Importance | Notes |
+# | --- | --- | --- |
+# | {doc}`01_data` and {doc}`02_preprocessing` | Necessary | `load`, splits, augmentation |
+# | {doc}`04_attention` | Helpful | The self-attention block inside the model |
+# | Keras `fit` and callbacks | Helpful | EarlyStopping, ModelCheckpoint, ReduceLROnPlateau |
+#
+# - **Time to learn**: 40 minutes
+# - **System requirements**: any CPU; about two minutes in the quick profile. The full profile
+#   wants a GPU or TPU (or an hour of CPU for a tenth of PCam).
+
+# %% [markdown]
+# ## Setup
+#
+# On Colab this cell installs `histolib` (TensorFlow is already there); elsewhere it does nothing.
+# Section 8 has its own install cell for Colab's TPU runtimes.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:
+    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+
+# %% [markdown]
+# ## Imports
+
+# %%
+%matplotlib inline
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from histolib import data, evaluate, plots, strategy, train
+from histolib.models import SEED_PCAM_PARAMS, build_seed_pcam_model
+
+# %% [markdown]
+# ## Hyperparameters
+#
+# ```{warning}
+# The quick profile trains on a few hundred **synthetic** patches, downsized to 32 x 32 pixels,
+# for four epochs: enough to watch every part of `fit` work, not enough to learn much. Its
+# numbers say nothing about PatchCamelyon. The full profile is the real thing.
+# ```
+
+# %%
+PROFILE = os.environ.get("HISTOLIB_PROFILE", "quick")  # "full": real PCam, 20 epochs
+SEED = 0
+if PROFILE == "quick":
+    DATA = "synthetic-pcam:512"  # 512 train, 64 valid, 64 test synthetic patches
+    IMAGE_SIZE = 32              # full: 96, PCam's size
+    EPOCHS = 4                   # full: 20 (EarlyStopping usually ends it sooner)
+    FIRST_EPOCHS = 2             # the "interrupted" run of section 5
+    BATCH_SIZE = 16              # full: 64
+else:
+    DATA = os.environ.get("HISTOLIB_PCAM", "folder:../../shared/data/pcam-jpeg")  # or tfds:patch_camelyon, pcam-h5:DIR
+    IMAGE_SIZE, EPOCHS, FIRST_EPOCHS, BATCH_SIZE = 96, 20, 2, 64
+LEARNING_RATE = 1e-3  # the seed's Adam learning rate
+PATIENCE = 3          # the seed's EarlyStopping patience
+AUGMENT = "pcam-seed" # the seed's flips, brightness +-0.1, contrast 0.8-1.2
+OUT = Path(tempfile.mkdtemp(prefix="histolib-pcam-")) if PROFILE == "quick" else Path("runs/pcam-seed")
+keras.utils.set_random_seed(SEED)
+print(f"profile {PROFILE!r}: {DATA} at {IMAGE_SIZE} px, {EPOCHS} epochs, batch {BATCH_SIZE}")
+
+# %% [markdown]
+# ## 1. Data and model
+#
+# The training split is shuffled every epoch and augmented with the seed's set; the validation
+# split is neither. The seed cut its validation set out of PCam's training split (85/15) and never
+# used PCam's own validation split; here every source has its own `valid` split.
+
+# %%
+for split in ("train", "valid"):
+    print(split, data.info(DATA, split))
+train_ds = data.load(DATA, "train", batch_size=BATCH_SIZE, image_size=IMAGE_SIZE, shuffle=True,
+                     augment=AUGMENT, seed=SEED)
+val_ds = data.load(DATA, "valid", batch_size=64, image_size=IMAGE_SIZE, seed=SEED)
+print("batches:", train_ds.element_spec)
+
+# %% [markdown]
+# The model: three convolution blocks, the feature map as tokens, single-head self-attention,
+# pooling and a small head, with L2 $10^{-4}$ on every kernel; one sigmoid output, the
+# probability of tumour. Its parameter count is the published one, at any input size (the 32-pixel
+# map is 4 x 4 = 16 tokens instead of 12 x 12 = 144):
+
+# %%
+model = build_seed_pcam_model((IMAGE_SIZE, IMAGE_SIZE, 3))
+print(f"{model.count_params():,} parameters; published: {SEED_PCAM_PARAMS:,}")
+print("tokens:", model.get_layer("tokens").output.shape)
+
+# %% [markdown]
+# ## 2. Distribution strategies
+#
+# `histolib.strategy.get_strategy()` looks for a TPU first (only where there is a sign of one:
+# `TPU_NAME`, `COLAB_TPU_ADDR`, `TPU_ACCELERATOR_TYPE`, or a TPU VM's `/dev/accel*` devices),
+# then for several workers in `TF_CONFIG` (MultiWorkerMirroredStrategy), then for two or more GPUs
+# (MirroredStrategy), and otherwise keeps TensorFlow's default one-device strategy.
+# `choose_strategy()` gives the same choice with its reason; `HISTOLIB_STRATEGY=tpu|mirrored|
+# multiworker|default` overrides it. On this machine:
+
+# %%
+choice = strategy.choose_strategy()
+print("kind:    ", choice.kind)
+print("replicas:", choice.strategy.num_replicas_in_sync)
+print("because: ", choice.reason)
+
+# %% [markdown]
+# Under a strategy, the batch a dataset yields is the *global* batch, split over the replicas:
+# `global_batch_size(per_replica)` scales it. TPUs (and XLA) also want every batch the same shape;
+# `make_tpu_safe` rebatches with `drop_remainder` and fixes the shapes. `fit` takes the strategy
+# (by default it calls `get_strategy()` itself) and builds the model inside its scope when given
+# a function that builds it:
+
+# %%
+print("global batch for", BATCH_SIZE, "per replica:", strategy.global_batch_size(BATCH_SIZE, choice.strategy))
+n_train = sum(data.info(DATA, "train")["counts"])
+safe = strategy.make_tpu_safe(train_ds, BATCH_SIZE, num_examples=n_train)
+print("TPU-safe batches:", safe.element_spec[0].shape, f"{int(safe.cardinality())} steps (remainder dropped)")
+
+# %% [markdown]
+# ## 3. Training with the seed's callbacks
+#
+# `fit` compiles the model with Adam and binary cross-entropy, and trains it with the seed's
+# callbacks, all watching the validation loss:
+#
+# - `EarlyStopping(patience=3, restore_best_weights=True)`: stop after three epochs without
+#   improvement and keep the best epoch's weights;
+# - `ModelCheckpoint(save_best_only=True)`: the best epoch's model on disk, as `best.keras`;
+# - `ReduceLROnPlateau(factor=0.3)`: multiply the learning rate by 0.3 after
+#   `patience - 1` epochs without improvement, so it drops once before training stops;
+# - `CSVLogger`: one row per epoch in `history.csv`.
+#
+# To show an interrupted run, we first train for only `FIRST_EPOCHS` epochs, as if the run had
+# been killed there:
+
+# %% tags=["nbval-ignore-output"]
+first = train.fit(
+    lambda: build_seed_pcam_model((IMAGE_SIZE, IMAGE_SIZE, 3)), train_ds, val_ds,
+    out_dir=OUT, epochs=FIRST_EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
+    seed=SEED, strategy=choice.strategy, verbose=2,
+)
+print(f"epochs done: {first.epochs_done}, best epoch: {first.best_epoch}")
+
+# %% [markdown]
+# ## 4. What a run leaves behind
+#
+# Everything lands in one folder: the best model, the log, the threshold, a run record, and the
+# state a resumed run needs.
+
+# %% tags=["nbval-ignore-output"]
+print("\n".join(sorted(str(p.relative_to(OUT)) for p in OUT.rglob("*") if p.is_file())))
+
+# %% [markdown]
+# `run.json` records what was run, for how long, with which package versions, on which commit
+# and machine; the book's recorded runs (`book/results/`) are such files.
+
+# %% tags=["nbval-ignore-output"]
+record = json.loads((OUT / "run.json").read_text())
+{key: record[key] for key in ("status", "epochs_done", "best_epoch", "wall_s", "seed")} | {
+    "packages": {k: record["environment"]["packages"][k] for k in ("tensorflow", "keras")}}
+
+# %% [markdown]
+# ## 5. Resuming an interrupted run
+#
+# Keras's `BackupAndRestore` brings back the weights, the optimizer and the epoch after a crash,
+# but not the callbacks' own state: EarlyStopping's best score and patience counter,
+# ModelCheckpoint's best score, and ReduceLROnPlateau's, which decide what happens next. `fit`
+# commits all of it after every epoch to `backup/state.json`, together with the last epoch's
+# model:
+
+# %% tags=["nbval-ignore-output"]
+state = json.loads((OUT / "backup" / "state.json").read_text())
+{key: state[key] for key in ("epochs_done", "latest_file", "best_file", "learning_rate_now",
+                             "early_stopping", "model_checkpoint", "reduce_lr")}
+
+# %% [markdown]
+# Running the same call again, now asking for `EPOCHS` epochs in all, continues after the last
+# committed epoch with everything restored. A run killed with `SIGKILL` in the middle of an epoch
+# resumes the same way (the package's tests do exactly that), losing only the unfinished epoch:
+
+# %% tags=["nbval-ignore-output"]
+result = train.fit(
+    lambda: build_seed_pcam_model((IMAGE_SIZE, IMAGE_SIZE, 3)), train_ds, val_ds,
+    out_dir=OUT, epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
+    seed=SEED, strategy=choice.strategy, verbose=2,
+)
+print(f"resumed from epoch {result.resumed_from}; epochs done: {result.epochs_done}, "
+      f"best epoch: {result.best_epoch}, stopped early: {result.stopped_early}")
+
+# %% [markdown]
+# The log holds each epoch once, and the run record lists both sessions:
+
+# %%
+history = pd.DataFrame(train.read_history(OUT))
+print("epochs logged:", history["epoch"].tolist())
+print("sessions:", [(s["from_epoch"], s["to_epoch"]) for s in json.loads((OUT / "run.json").read_text())["sessions"]])
+
+# %% [markdown]
+# A finished run is not trained again: the same call says so and returns the stored result.
+# Resuming with other settings (learning rate, patience, seed, ...) is refused, since the result
+# would be neither run.
+
+# %% tags=["nbval-ignore-output"]
+again = train.fit(
+    lambda: build_seed_pcam_model((IMAGE_SIZE, IMAGE_SIZE, 3)), train_ds, val_ds,
+    out_dir=OUT, epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
+    seed=SEED, strategy=choice.strategy, verbose=2,
+)
+print("already finished:", again.already_finished)
+try:
+    train.fit(lambda: build_seed_pcam_model((IMAGE_SIZE, IMAGE_SIZE, 3)), train_ds, val_ds,
+              out_dir=OUT, epochs=EPOCHS, learning_rate=1e-4, patience=PATIENCE, seed=SEED,
+              strategy=choice.strategy, verbose=2)
+except ValueError as error:
+    print("ValueError:", str(error).replace(str(OUT), "OUT"))
+
+# %% [markdown]
+# ## 6. Training curves
+#
+# `histolib.plots.training_curves` reads `history.csv` and draws loss, accuracy, AUC and the
+# learning rate per epoch, with the best epoch dashed:
+
+# %% tags=["nbval-ignore-output"]
+figure = plots.training_curves(OUT, best_epoch=result.best_epoch)
+figure.suptitle(f"seed model on {DATA} ({'synthetic, ' if PROFILE == 'quick' else ''}{IMAGE_SIZE} px)")
+figure
+
+# %% [markdown]
+# Four epochs on 512 small synthetic patches are the very start of training: the loss falls
+# (partly the L2 penalty shrinking), but the probabilities are still bunched near 0.5, so the
+# accuracy at the 0.5 cut hardly moves, and Keras's AUC, which bins the probabilities into 200
+# intervals, can read exactly 0.5 while the scores already carry some order (section 7 shows
+# it). On these synthetic patches the seed model sat on such a plateau for its first epochs in
+# every short run we tried; the quick profile ends there. What to look for in a full run: the validation loss flattening while the
+# training loss keeps falling (the point EarlyStopping acts on), and the learning rate dropping
+# by 0.3 a step before. The seed's own run peaked at 92.6 % validation accuracy at epoch 9 and
+# scored 83.1 % on the test split: its validation split came from PCam's training slides, so it
+# was easier than the test split.
+
+# %% [markdown]
+# ## 7. The threshold chosen on validation data
+#
+# A sigmoid model calls a patch tumour when its probability is at least a threshold. 0.5 is a
+# convention, not a property of the model: the seed's published precision of 93.8 % against a
+# recall of 70.9 % shows a model whose best cut lay lower. `fit` chooses the threshold on the
+# **validation** data, with the best weights, by Youden's J (the ROC point that maximises
+# TPR - FPR, the same as maximising balanced accuracy), and stores it beside the model. It is
+# never chosen on test data; `evaluate.read_threshold` reads it back (0.5 when there is none).
+
+# %% tags=["nbval-ignore-output"]
+print(json.dumps(result.threshold, indent=1))
+threshold = evaluate.read_threshold(OUT / "best.keras")
+print("read back:", threshold)
+
+# %% [markdown]
+# On the validation data the chosen threshold cannot do worse than 0.5 on balanced accuracy: it
+# was chosen to maximise it there. With probabilities still bunched near 0.5, the difference is
+# large.
+# Chapter 7 scores the test split with it, with intervals.
+
+# %% tags=["nbval-ignore-output"]
+y_val, p_val = evaluate.predict(result.model, val_ds)
+pd.DataFrame({
+    f"threshold {t:.3f}": {k: evaluate.classification_metrics(y_val, p_val, threshold=t)[k]
+                           for k in ("accuracy", "balanced_accuracy", "precision", "recall")}
+    for t in (0.5, threshold)}).round(3)
+
+# %% [markdown]
+# ## 8. Colab TPU: two routes
+#
+# Colab's TPU runtimes no longer ship TensorFlow, and `tensorflow-tpu` (the TensorFlow build with
+# TPU support) lags TensorFlow's releases: its newest is 2.20.0, against 2.21 on the CPU. There
+# are two ways to train these models on a Colab TPU.
+#
+# **Route A: TensorFlow's TPU build with these helpers.** Install the pinned TPU build with the
+# matching Keras, restart the runtime once, then `choose_strategy("tpu")` finds the TPU
+# (`/dev/accel*` on a TPU VM) and returns a `TPUStrategy`; `make_tpu_safe` gives the full,
+# static batches it needs, and `fit` builds the model in the strategy's scope and keeps
+# everything resumable. Batches of 128 per core suit it.
+#
+# **Route B: Keras 3 on JAX.** The histolib layers are written with `keras.ops` and tested under
+# `KERAS_BACKEND=jax`, so the same builders run on JAX, which spreads each batch over the TPU
+# cores through `keras.distribution.DataParallel`. `histolib.data` still streams with `tf.data`,
+# for which TensorFlow for the CPU is enough. Keras must know its backend before it is first
+# imported.
+#
+# A Colab TPU runtime has no TensorFlow, so the Imports cell above fails there until one of these
+# installs is done. On a TPU runtime, run Setup, then the install cell below, restart the runtime,
+# then run only the cell of your route: each is self-contained and trains the seed model on
+# PatchCamelyon from TensorFlow Datasets for 20 epochs.
+#
+# These cells run **only on a Colab TPU runtime** (`ON_COLAB_TPU`); anywhere else they do
+# nothing and say so. They were not run to make this page.
+
+# %%
+import glob, os, sys  # noqa: E401 (this cell must run on its own on a fresh TPU runtime)
+
+ON_COLAB_TPU = "google.colab" in sys.modules and bool(
+    glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or os.environ.get("COLAB_TPU_ADDR"))
+ROUTE = os.environ.get("HISTOLIB_TPU_ROUTE", "jax")  # "tensorflow" (route A) or "jax" (route B)
+if ON_COLAB_TPU and ROUTE == "tensorflow":
+    !pip install -q "tensorflow-tpu==2.20.0" "keras==3.15.1" -f https://storage.googleapis.com/libtpu-tf-releases/index.html
+    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+elif ON_COLAB_TPU and ROUTE == "jax":
+    !pip install -q "jax[tpu]==0.10.2" "keras==3.15.1" "tensorflow-cpu==2.21.0"
+    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+print(f"Colab TPU runtime: {ON_COLAB_TPU}; route {ROUTE!r}:",
+      "installed, now restart the runtime" if ON_COLAB_TPU else "nothing installed here")
+
+# %%
+if ON_COLAB_TPU and ROUTE == "tensorflow":  # route A, after the restart
+    from histolib import data, strategy, train
+    from histolib.models import build_seed_pcam_model
+
+    tpu = strategy.choose_strategy("tpu")
+    print(tpu.kind, tpu.strategy.num_replicas_in_sync, tpu.reason)
+    tpu_batch = strategy.global_batch_size(128, tpu.strategy)
+    tpu_data = "tfds:patch_camelyon"
+    n_train = sum(data.info(tpu_data, "train")["counts"])
+    n_valid = sum(data.info(tpu_data, "valid")["counts"])
+    tpu_train = strategy.make_tpu_safe(
+        data.load(tpu_data, "train", batch_size=tpu_batch, shuffle=True, augment="pcam-seed"),
+        tpu_batch, num_examples=n_train)
+    tpu_val = strategy.make_tpu_safe(data.load(tpu_data, "valid", batch_size=tpu_batch), tpu_batch,
+                                     num_examples=n_valid)
+    tpu_result = train.fit(build_seed_pcam_model, tpu_train, tpu_val, out_dir="runs/pcam-seed-tpu",
+                           epochs=20, learning_rate=1e-3, patience=3, strategy=tpu.strategy,
+                           steps_per_execution=32)
+else:
+    print("route A skipped: it runs on a Colab TPU runtime with route 'tensorflow'")
+
+# %%
+if ON_COLAB_TPU and ROUTE == "jax":  # route B, after the restart
+    os.environ["KERAS_BACKEND"] = "jax"
+    import jax
+    import keras
+    from histolib import data
+    from histolib.models import build_seed_pcam_model
+
+    assert keras.backend.backend() == "jax", "restart the runtime, then run only this cell"
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    jax_batch = 128 * len(jax.devices())
+    jax_train = data.load("tfds:patch_camelyon", "train", batch_size=jax_batch, shuffle=True, augment="pcam-seed")
+    jax_val = data.load("tfds:patch_camelyon", "valid", batch_size=jax_batch)
+    jax_model = build_seed_pcam_model()
+    jax_model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    jax_model.fit(jax_train, validation_data=jax_val, epochs=20, callbacks=[
+        keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=2),
+        keras.callbacks.ModelCheckpoint("best.keras", save_best_only=True),
+        keras.callbacks.CSVLogger("history.csv")])
+else:
+    print("route B skipped: it runs on a Colab TPU runtime with route 'jax'")
+
+# %% [markdown]
+# Route B uses Keras's `fit` and callbacks directly: `histolib.train.fit` and its resumable state
+# are built on TensorFlow's strategies, so on JAX the run is not resumable across a restart. The
+# model it saves is a `.keras` file that loads under either backend.
+
+# %% [markdown]
+# ## Summary
+#
+# - `histolib.train.fit(model, train_ds, val_ds, out_dir=..., epochs=...)` trains with the seed's
+#   callbacks (EarlyStopping with the best weights restored, ModelCheckpoint, ReduceLROnPlateau by
+#   0.3) and a CSV log, into one folder with a run record.
+# - The same call resumes an interrupted run after its last finished epoch, with the weights,
+#   optimizer, learning rate and the callbacks' own state; a finished run is not trained again.
+# - `histolib.strategy.choose_strategy()` picks a TPU, several workers, several GPUs or one device,
+#   and says why; `make_tpu_safe` gives TPUs static batches.
+# - The decision threshold is chosen on validation data by Youden's J and stored beside the model.
+# - On a Colab TPU: a pinned `tensorflow-tpu` with these helpers, or Keras 3 on JAX with the same
+#   builders.
+#
+# ## Exercises
+#
+# 1. Set `PATIENCE = 1` and train for 10 epochs. When does the learning rate drop, and when does
+#    training stop?
+# 2. Run the cell of section 5 with `epochs=EPOCHS + 2`. What does `fit` do, and why is that
+#    allowed here but a changed learning rate is not?
+# 3. With `HISTOLIB_STRATEGY=mirrored`, what does `choose_strategy()` return on this CPU, and how
+#    many replicas does it have?
+#
+# ````{dropdown} Solutions
+# 1. With `patience=1`, `lr_patience` is `max(1, patience - 1) = 1`: the learning rate drops by
+#    0.3 after the first epoch without improvement, and EarlyStopping stops at the same epoch
+#    (both wait one epoch). Look at the `learning_rate` column of `history.csv`.
+# 2. It resumes after epoch `EPOCHS` and trains two more, unless EarlyStopping had already ended
+#    the run (then it says the run is finished). The number of epochs is a target, not part of
+#    the computation so far; the learning rate, patience and seed are, so changing them is
+#    refused.
+# 3. A `MirroredStrategy` over the logical CPU devices: one replica here, two after
+#    `tf.config.set_logical_device_configuration` has split the CPU (which must happen before
+#    TensorFlow touches its devices, so in a fresh process).
+#
+#    ```python
+#    choice = strategy.choose_strategy("mirrored")
+#    choice.kind, choice.strategy.num_replicas_in_sync, choice.reason
+#    ```
+# ````
+#
+# ## Resources
+#
+# - Keras callbacks: <https://keras.io/api/callbacks/>
+# - TensorFlow, distributed training: <https://www.tensorflow.org/guide/distributed_training>
+# - Keras, distributed training with JAX: <https://keras.io/guides/distribution/>
+# - Cloud TPU, TensorFlow on TPU VMs: <https://cloud.google.com/tpu/docs/run-calculation-tensorflow>
+#
+# ## What's next
+#
+# {doc}`06_ovarian_subtypes` trains the ovarian seed's models on the three backbones, and
+# {doc}`07_evaluation` scores a trained model with intervals and compares variants over seeds.
