@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the record to write (JSON); the history goes beside it")
     parser.add_argument("--models", type=Path, default=RESULTS / "models", help="where --publish saves the model")
     parser.add_argument("--description", default="", help="what this run changes")
+    parser.add_argument("--note", action="append", default=[], help="a remark for the record (repeatable)")
     parser.add_argument("--publish", action="store_true", help="save the model under book/results/models/")
     parser.add_argument("--variants", type=Path, help="add the run to this list of variants (JSON)")
     args = parser.parse_args(argv)
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
     record = {
         "name": args.name,
         "description": args.description or None,
+        "notes": args.note,
         "command": run["command"],
         "sessions": run["sessions"],
         "wall_s": run["wall_s"],
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
     if args.variants:
         variants = json.loads(args.variants.read_text()) if args.variants.is_file() else {
             "selection_note": SELECTION_NOTE, "yardstick": YARDSTICK, "variants": []}
-        entry = {k: record[k] for k in ("name", "description", "command", "wall_s", "epochs_done", "best_epoch",
+        entry = {k: record[k] for k in ("name", "description", "notes", "command", "wall_s", "epochs_done", "best_epoch",
                                         "stopped_early", "seed", "augment", "model", "threshold", "valid",
                                         "valid_tta", "history_csv")}
         entry["git_commit"] = record["git"]["commit"]
