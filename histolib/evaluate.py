@@ -92,7 +92,7 @@ def predict(model, dataset, *, tta: bool = False, steps: int | None = None, prog
     import keras
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # plain Python control flow only
     def forward(images):
         if not tta:
             return tf.cast(model(images, training=False), tf.float32)
@@ -189,32 +189,32 @@ def predicted_labels(probs, threshold: float = 0.5) -> np.ndarray:
     return predicted_class(as_class_probs(probs), threshold).astype(np.int64)
 
 
-def _scalar_metrics(y_true, probs, y_pred) -> dict:
-    from sklearn import metrics as skm
+def _auc(y_true, probs) -> float:
+    from sklearn.metrics import roc_auc_score
 
     k = probs.shape[1]
-    labels = np.arange(k)
-    average = "binary" if k == 2 else "macro"
-    out = {
-        "accuracy": skm.accuracy_score(y_true, y_pred),
-        "precision": skm.precision_score(y_true, y_pred, labels=labels if k > 2 else None,
-                                         average=average, zero_division=0),
-        "recall": skm.recall_score(y_true, y_pred, labels=labels if k > 2 else None,
-                                   average=average, zero_division=0),
-        "f1": skm.f1_score(y_true, y_pred, labels=labels if k > 2 else None,
-                           average=average, zero_division=0),
-        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
-    }
     present = np.unique(y_true)
-    if len(present) < 2:
-        out["auc"] = float("nan")
-    elif k == 2:
-        out["auc"] = skm.roc_auc_score(y_true, probs[:, 1])
-    elif len(present) == k:
-        out["auc"] = skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
-    else:
-        out["auc"] = float("nan")
-    return {key: float(value) for key, value in out.items()}
+    if len(present) < 2 or (k > 2 and len(present) < k):
+        return float("nan")
+    if k == 2:
+        return float(roc_auc_score(y_true, probs[:, 1]))
+    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
+
+
+def _metric(name: str, y_true, probs, y_pred) -> float:
+    """One of `SCALAR_METRICS` through sklearn.metrics (binary: of class 1; else macro)."""
+    from sklearn import metrics as skm
+
+    if name == "auc":
+        return _auc(y_true, probs)
+    if name == "accuracy":
+        return float(skm.accuracy_score(y_true, y_pred))
+    if name == "balanced_accuracy":
+        return float(skm.balanced_accuracy_score(y_true, y_pred))
+    k = probs.shape[1]
+    kwargs = {"average": "binary"} if k == 2 else {"average": "macro", "labels": np.arange(k)}
+    score = {"precision": skm.precision_score, "recall": skm.recall_score, "f1": skm.f1_score}[name]
+    return float(score(y_true, y_pred, zero_division=0, **kwargs))
 
 
 def classification_metrics(y_true, probs, *, threshold: float = 0.5, class_names=None) -> dict:
@@ -249,7 +249,7 @@ def classification_metrics(y_true, probs, *, threshold: float = 0.5, class_names
     y_pred = predicted_labels(probs, threshold)
     out = {"n": int(len(y_true)), "threshold": float(threshold) if k == 2 else None,
            "average": "binary" if k == 2 else "macro"}
-    out.update(_scalar_metrics(y_true, probs, y_pred))
+    out.update({name: _metric(name, y_true, probs, y_pred) for name in SCALAR_METRICS})
     if k == 2:
         out["brier"] = float(skm.brier_score_loss(y_true, probs[:, 1]))
     else:
@@ -285,7 +285,7 @@ def bootstrap_intervals(y_true, probs, *, threshold: float = 0.5, metrics=SCALAR
     out = {}
     for name in metrics:
         def statistic(index, name=name):
-            return _scalar_metrics(y_true[index], probs[index], y_pred[index])[name]
+            return _metric(name, y_true[index], probs[index], y_pred[index])
 
         result = stats.bootstrap(
             (np.arange(len(y_true)),), statistic, n_resamples=n_resamples, confidence_level=confidence,
