@@ -107,14 +107,18 @@ def test_train_evaluate_and_heatmap(tmp_path, capsys):
     assert "4 of 8 tiles scored" in capsys.readouterr().out
 
 
-def test_offline_download_fails_in_one_line(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("dataset", ["cmu-region", "pcam"])
+def test_offline_download_fails_in_one_line(dataset, monkeypatch, tmp_path, capsys):
+    from histolib.data import pcam
+
     def offline(out_dir, **kwargs):
-        raise ConnectionError("Cannot reach openslide.cs.cmu.edu; are you offline?")
+        raise ConnectionError("cannot reach the server; are you offline?")
 
     monkeypatch.setattr(slide, "download_cmu_region", offline)
-    assert cli.main(["data", "cmu-region", "--out", str(tmp_path)]) == 1
+    monkeypatch.setattr(pcam, "download_pcam", offline)
+    assert cli.main(["data", dataset, "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert one_line(err) and "offline" in err
+    assert one_line(err) and "offline" in err and err.startswith("histolib data: error:")
 
 
 def test_python_dash_m_help():

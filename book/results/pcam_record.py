@@ -28,6 +28,12 @@ SELECTION_NOTE = (
     "schedule and the decision threshold were all chosen on it, so scores on it are optimistic. "
     "The fair score is on PCam test patches, outside this repository."
 )
+COMPARISON_RULE = (
+    "Each variant here was trained once (seed 0). A difference between two single runs, even "
+    "outside their bootstrap intervals (which cover the valid cases, not the training seed), is "
+    "not a claim that one helps: that needs several training seeds per variant and a paired test "
+    "(histolib.evaluate.paired_comparison)."
+)
 YARDSTICK = {
     "seed_published_test": {"accuracy": 0.831, "auc": 0.92, "train_patches": 222822,
                             "note": "the PCam seed's README, TFDS test split, TPU training"},
@@ -109,7 +115,8 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}")
     if args.variants:
         variants = json.loads(args.variants.read_text()) if args.variants.is_file() else {
-            "selection_note": SELECTION_NOTE, "yardstick": YARDSTICK, "variants": []}
+            "selection_note": SELECTION_NOTE, "comparison_rule": COMPARISON_RULE, "yardstick": YARDSTICK,
+            "variants": []}
         entry = {k: record[k] for k in ("name", "description", "notes", "command", "wall_s", "epochs_done", "best_epoch",
                                         "stopped_early", "seed", "augment", "model", "threshold", "valid",
                                         "valid_tta", "history_csv")}
