@@ -139,7 +139,7 @@ def test_seed_cnn_spec_matches_the_seed_trunk():
 def test_build_classifier_variants(attention):
     keras.utils.set_random_seed(1)
     model = build_classifier("mobilenet", attention=attention, num_classes=3, weights=None)
-    assert model.name == ("mobilenet" if attention is None else f"mobilenet+{attention}")
+    assert model.name == ("mobilenet" if attention is None else f"mobilenet_{attention}")
     scale = model.get_layer("scale")
     np.testing.assert_allclose(scale(np.array([0.0, 0.5, 1.0], "float32")), [-1.0, 0.0, 1.0])
     assert gradcam_layer_name(model) == "conv_pw_13_relu"
@@ -191,7 +191,7 @@ def test_build_model_names():
     assert len(names) == 1 + 3 + 4 * 4
     assert {"seed-pcam", "seed-subtype-xception", "mobilenet+differential", "seed_cnn+self"} <= set(names)
     model = build_model("seed_cnn+self")  # weights="auto": seed_cnn has none
-    assert model.name == "seed_cnn+self" and model.output_shape == (None, 2)
+    assert model.name == "seed_cnn_self" and model.output_shape == (None, 2)
     assert build_model("mobilenet+differential", weights=None, num_classes=4).output_shape == (None, 4)
     model = build_model("seed-subtype-mobilenet", weights=None, num_classes=5, input_shape=(96, 96, 3))
     assert model.name == "seed-subtype-mobilenet"
@@ -301,3 +301,75 @@ def test_reachable_is_quick_and_local():
         port = server.getsockname()[1]
         assert weights_module.reachable("127.0.0.1", port, timeout=2.0)
     assert not weights_module.reachable("127.0.0.1", port, timeout=2.0)  # closed now
+
+
+# ---------------------------------------------------------------- dtypes, XLA, JAX
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@pytest.mark.slow
+def test_builders_under_mixed_bfloat16_with_jit_output_float32():
+    x = np.random.default_rng(4).uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 1, 0], "int32")
+    previous = keras.config.dtype_policy()
+    try:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        models = [
+            build_model("seed-pcam", input_shape=(32, 32, 3)),
+            build_model("seed_cnn+differential", input_shape=(32, 32, 3)),
+        ]
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    for model in models:
+        assert model.get_layer("attention").compute_dtype == "bfloat16"
+        assert keras.backend.standardize_dtype(model.outputs[0].dtype) == "float32"
+        model.compile(optimizer="adam", loss=loss_for(model), jit_compile=True)
+        losses = [float(model.train_on_batch(x, y)) for _ in range(2)]
+        assert np.all(np.isfinite(losses))
+        probs = model.predict(x, verbose=0)
+        assert probs.dtype == np.float32
+        np.testing.assert_allclose(class_probabilities(probs).sum(-1), 1.0, atol=1e-5)
+
+
+JAX_SCRIPT = """
+import json, numpy as np, keras
+from histolib.models import build_model, gradcam_layer_name, loss_for
+assert keras.backend.backend() == "jax", keras.backend.backend()
+report = {}
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+y = np.array([0, 1, 0, 1], "int32")
+for name in ("seed-pcam", "seed_cnn+differential"):
+    keras.utils.set_random_seed(0)
+    model = build_model(name, input_shape=(32, 32, 3))
+    model.compile(optimizer="adam", loss=loss_for(model), jit_compile=True)
+    losses = [float(model.train_on_batch(x, y)) for _ in range(3)]
+    report[name] = {"losses": losses, "probs": model.predict(x, verbose=0).tolist(),
+                    "gradcam": gradcam_layer_name(model), "params": model.count_params()}
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.slow
+def test_builders_train_on_the_jax_backend():
+    """The Colab-TPU route: the same builders, Keras 3 on JAX, jitted."""
+    pytest.importorskip("jax")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, env=env, timeout=400
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    seed = report["seed-pcam"]
+    assert seed["gradcam"] == "conv3" and np.array(seed["probs"]).shape == (4, 1)
+    assert seed["params"] == build_seed_pcam_model((32, 32, 3)).count_params()
+    diff = report["seed_cnn+differential"]
+    assert np.array(diff["probs"]).shape == (4, 2)
+    np.testing.assert_allclose(np.array(diff["probs"]).sum(-1), 1.0, atol=1e-5)
+    for entry in report.values():
+        assert np.all(np.isfinite(entry["losses"]))

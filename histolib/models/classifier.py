@@ -126,7 +126,7 @@ def build_classifier(
             random weights would only hobble the model).
 
     Returns:
-        A ``keras.Model`` named ``backbone`` or ``backbone+attention``, output
+        A ``keras.Model`` named ``backbone`` or ``backbone_attention``, output
         ``(batch, num_classes)`` softmax probabilities.
     """
     spec = get_backbone(backbone)
@@ -151,5 +151,7 @@ def build_classifier(
         x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
     x = keras.layers.Dropout(0.5, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
-    name = backbone if attention is None else f"{backbone}+{attention}"
+    # "+" (the command line's spelling) is not valid in a TensorFlow name scope, which
+    # jit_compile and tf.function open with the model's name.
+    name = backbone if attention is None else f"{backbone}_{attention}"
     return keras.Model(inputs, outputs, name=name)
