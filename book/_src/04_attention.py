@@ -233,7 +233,9 @@ print(study.groupby("scaling", sort=False)["weights above 1/n per row"].mean().r
 # $$
 # A_i = \operatorname{softmax}\!\left(\frac{Q_{2i} K_{2i}^\top}{\sqrt{d}}\right)
 #       - \lambda\, \operatorname{softmax}\!\left(\frac{Q_{2i+1} K_{2i+1}^\top}{\sqrt{d}}\right),
-# \qquad
+# $$
+#
+# $$
 # \lambda = e^{\lambda_{q_1} \cdot \lambda_{k_1}} - e^{\lambda_{q_2} \cdot \lambda_{k_2}} + \lambda_{\text{init}} .
 # $$
 #

@@ -44,7 +44,7 @@ def parse(text: str) -> nbformat.NotebookNode:
             cells[-1][2].append(line)
         elif line.strip():
             raise ValueError(f"text before the first '# %%' marker: {line!r}")
-    for is_md, tags, lines in cells:
+    for index, (is_md, tags, lines) in enumerate(cells):
         while lines and not lines[-1].strip():
             lines.pop()
         while lines and not lines[0].strip():
@@ -54,6 +54,7 @@ def parse(text: str) -> nbformat.NotebookNode:
             cell = nbformat.v4.new_markdown_cell(body)
         else:
             cell = nbformat.v4.new_code_cell("\n".join(lines))
+        cell.id = f"cell-{index:03d}"  # stable ids keep regenerated notebooks' diffs small
         if tags:
             cell.metadata["tags"] = tags
         nb.cells.append(cell)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
             start = time.perf_counter()
-            NotebookClient(nb, timeout=900, kernel_name="python3",
+            NotebookClient(nb, timeout=900, kernel_name="python3", record_timing=False,
                            resources={"metadata": {"path": str(target.parent)}}).execute()
             print(f"{target.name}: executed in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         nbformat.write(nb, target)
