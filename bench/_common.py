@@ -129,21 +129,38 @@ def summarize(values, scale: float = 1.0, digits: int = 3) -> dict:
             "max": round(max(vals), digits), "runs": [round(v, digits) for v in vals]}
 
 
-def rates(seconds, items: int, digits: int = 1) -> dict:
-    """Items per second (median, min, max) from repeated timings of ``items`` each."""
-    return summarize([items / s for s in seconds], digits=digits)
+def timed(function, repeats: int, warmup: int = 1) -> dict:
+    """Wall seconds and this process's CPU seconds (all threads) of each of ``repeats`` calls
+    of ``function()`` after ``warmup`` untimed calls: ``{"wall": [...], "cpu": [...]}``.
 
-
-def time_calls(function, repeats: int, warmup: int = 1) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``function()`` after ``warmup`` untimed calls."""
+    On a shared machine the wall time grows with other processes' load while the CPU time
+    stays about what the work costs, so ``items / cpu`` times the core count estimates the
+    rate the machine would give undisturbed (approximately: idle threads that spin while
+    waiting also count as CPU time).
+    """
     for _ in range(warmup):
         function()
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
-        out.append(time.perf_counter() - start)
-    return out
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"wall": wall, "cpu": cpu}
+
+
+def cores() -> int:
+    return cpu_info()["logical_cpus"] or 1
+
+
+def rates_both(times: dict, items: float, digits: int = 1) -> dict:
+    """``{"per_second": ..., "per_cpu_second": ..., "cpu_time_estimate": ...}`` summaries of
+    ``items`` per wall second, per CPU second, and per CPU second times the core count (the
+    undisturbed-machine estimate; see `timed`)."""
+    n = cores()
+    return {"per_second": summarize([items / s for s in times["wall"]], digits=digits),
+            "per_cpu_second": summarize([items / s for s in times["cpu"]], digits=digits),
+            "cpu_time_estimate": summarize([n * items / s for s in times["cpu"]], digits=digits)}
 
 
 def row(what: str, stats: dict, unit: str, note: str = "") -> dict:

@@ -40,7 +40,9 @@ BACKWARD_FACTOR = 3  # forward + backward = 3 x forward (see the module docstrin
 
 
 def matmul_ceiling(dtype: str, n: int = MATMUL_N, repeats: int = 5) -> dict:
-    """GFLOP/s of ``(n, n) @ (n, n)`` in ``dtype`` through a ``tf.function``: median, min, max."""
+    """GFLOP/s of ``(n, n) @ (n, n)`` in ``dtype`` through a ``tf.function``: median, min, max
+    by the wall clock (``gflops``) and by CPU time times the core count
+    (``gflops_cpu_time_estimate``, the undisturbed-machine estimate; see ``_common.timed``)."""
     import tensorflow as tf
 
     a = tf.random.stateless_uniform((n, n), seed=(1, 2), dtype=tf.float32)
@@ -51,9 +53,31 @@ def matmul_ceiling(dtype: str, n: int = MATMUL_N, repeats: int = 5) -> dict:
     def matmul(x, y):
         return tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32))  # force the result
 
-    seconds = common.time_calls(lambda: matmul(a, b).numpy(), repeats, warmup=2)
-    return {"dtype": dtype, "n": n, "flops_per_call": 2 * n**3,
-            "gflops": common.summarize([2 * n**3 / s / 1e9 for s in seconds], digits=1)}
+    times = common.timed(lambda: matmul(a, b).numpy(), repeats, warmup=2)
+    both = common.rates_both(times, 2 * n**3 / 1e9)
+    return {"dtype": dtype, "n": n, "flops_per_call": 2 * n**3, "gflops": both["per_second"],
+            "gflops_cpu_time_estimate": both["cpu_time_estimate"]}
+
+
+def load_ceilings(path=None, quick: bool = False) -> dict:
+    """The ceilings other scripts divide by: ``{"gflops": {dtype: wall-clock GFLOP/s},
+    "gflops_cpu_time": {dtype: CPU-time estimate}, "source": ...}`` from a
+    ``bench_ceilings.json`` (default ``book/results/``), else measured now (n = 512 with
+    ``quick``)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path) if path is not None else common.RESULTS / "bench_ceilings.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if "ceiling_gflops_cpu_time" in record:
+            return {"gflops": record["ceiling_gflops"], "gflops_cpu_time": record["ceiling_gflops_cpu_time"],
+                    "source": str(path)}
+    n = 512 if quick else MATMUL_N
+    measured = {d: matmul_ceiling(d, n, 3) for d in ("float32", "bfloat16")}
+    return {"gflops": {d: m["gflops"]["median"] for d, m in measured.items()},
+            "gflops_cpu_time": {d: m["gflops_cpu_time_estimate"]["median"] for d, m in measured.items()},
+            "source": f"measured here (n={n})"}
 
 
 def _tokens(shape) -> int:
@@ -189,7 +213,8 @@ def measure(quick: bool = False, repeats: int = 5) -> dict:
     n = 512 if quick else MATMUL_N
     ceilings = {dtype: matmul_ceiling(dtype, n, repeats) for dtype in ("float32", "bfloat16")}
     models = [model_flops(name, shape) for name, shape in model_specs(quick)]
-    table = [common.row(f"matmul ceiling {d} (n={n})", c["gflops"], "GFLOP/s") for d, c in ceilings.items()]
+    table = [common.row(f"matmul ceiling {d} (n={n})", c["gflops"], "GFLOP/s",
+                        f"CPU-time estimate {c['gflops_cpu_time_estimate']['median']}") for d, c in ceilings.items()]
     for m in models:
         g = m["forward_flops"] / 1e9
         note = ("profiler/count {:.3f}".format(m["profiler_over_counted"])
@@ -200,6 +225,7 @@ def measure(quick: bool = False, repeats: int = 5) -> dict:
         "benchmark": "ceilings: matmul GFLOP/s by dtype; FLOPs per image by model",
         "ceilings": ceilings,
         "ceiling_gflops": {d: c["gflops"]["median"] for d, c in ceilings.items()},
+        "ceiling_gflops_cpu_time": {d: c["gflops_cpu_time_estimate"]["median"] for d, c in ceilings.items()},
         "flops_convention": "2 FLOPs per multiply-add; conv, depthwise, pointwise, dense and attention "
                             "matmuls counted; element-wise ops not; train = 3 x forward",
         "models": models,

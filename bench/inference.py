@@ -6,7 +6,9 @@ weights=None)``) at its own input size (seed CNN 96, MobileNet 224, Xception and
 299), built under the ``float32`` and the ``mixed_bfloat16`` policy. Each is called as a
 ``tf.function`` on one batch (batch sizes that keep both cores busy), one untimed warm-up call,
 then the median of repeated calls. "Fraction of ceiling" is images/s x forward FLOPs per image
-(counted by ``bench/ceilings.py``) over the matmul ceiling of the dtype.
+(counted by ``bench/ceilings.py``) over the matmul ceiling of the dtype; on a shared machine the
+CPU-time estimates (per CPU-second of this process times the core count, on both sides) are
+disturbed less by other processes than the wall-clock rates.
 
 Depthwise-separable convolutions. A 3x3 depthwise convolution does 9 multiply-adds per
 output value, against ``9 c_in`` for a full convolution: it reads and writes as many bytes as
@@ -26,7 +28,6 @@ channels-last layout (NHWC, TensorFlow's CPU default, what oneDNN's depthwise ke
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def _images_per_second(model, batch: int, input_shape, repeats: int) -> dict:
 
     x = tf.random.stateless_uniform((batch, *input_shape), seed=(0, 1))
     call = tf.function(tf.autograph.experimental.do_not_convert(lambda t: model(t, training=False)))
-    seconds = common.time_calls(lambda: call(x).numpy(), repeats, warmup=1)
-    return common.rates(seconds, batch)
+    both = common.rates_both(common.timed(lambda: call(x).numpy(), repeats, warmup=1), batch)
+    return {"images_per_second": both["per_second"],
+            "images_per_second_cpu_time_estimate": both["cpu_time_estimate"]}
 
 
 def model_speed(name: str, input_shape, policy: str, batch: int, repeats: int) -> dict:
@@ -59,11 +61,11 @@ def model_speed(name: str, input_shape, policy: str, batch: int, repeats: int) -
     try:
         model = ceilings_mod.build(name, input_shape)
         flops = ceilings_mod.count_flops(model)
-        ips = _images_per_second(model, batch, input_shape, repeats)
+        speed = _images_per_second(model, batch, input_shape, repeats)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return {"model": name, "input_shape": list(input_shape), "policy": policy, "batch_size": batch,
-            "forward_flops": flops["forward"], "by_kind": flops["by_kind"], "images_per_second": ips}
+            "forward_flops": flops["forward"], "by_kind": flops["by_kind"], **speed}
 
 
 def layer_microbench(dtype: str, batch: int, repeats: int, hw: int = 56, channels: int = 128) -> list[dict]:
@@ -85,28 +87,20 @@ def layer_microbench(dtype: str, batch: int, repeats: int, hw: int = 56, channel
     out = []
     for kind, (layer, macs_per_position, weights) in layers.items():
         call = tf.function(tf.autograph.experimental.do_not_convert(lambda t, layer=layer: layer(t)))
-        seconds = common.time_calls(lambda: call(x).numpy(), repeats, warmup=1)
         flops = 2 * macs_per_position * batch * hw * hw
+        both = common.rates_both(common.timed(lambda: call(x).numpy(), repeats, warmup=1), flops / 1e9)
         moved = size * (2 * batch * hw * hw * channels + weights)  # read input, write output, weights
         out.append({"layer": kind, "dtype": dtype, "shape": [batch, hw, hw, channels], "flops": flops,
                     "bytes_moved_min": moved, "arithmetic_intensity": round(flops / moved, 2),
-                    "gflops": common.summarize([flops / s / 1e9 for s in seconds], digits=1)})
+                    "gflops": both["per_second"], "gflops_cpu_time_estimate": both["cpu_time_estimate"]})
     return out
 
 
-def _ceilings(path: Path | None, quick: bool) -> dict:
-    if path is None:
-        path = common.RESULTS / "bench_ceilings.json"
-    if path.is_file():
-        return {"gflops": json.loads(path.read_text())["ceiling_gflops"], "source": str(path)}
-    n = 512 if quick else ceilings_mod.MATMUL_N
-    return {"gflops": {d: ceilings_mod.matmul_ceiling(d, n, 3)["gflops"]["median"] for d in ("float32", "bfloat16")},
-            "source": f"measured here (n={n})"}
 
 
 def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = None) -> dict:
     specs = ceilings_mod.model_specs(quick)
-    ceilings = _ceilings(ceilings_path, quick)
+    ceilings = ceilings_mod.load_ceilings(ceilings_path, quick)
     results = []
     for name, shape in specs:
         batch = 8 if quick else BATCH[shape[0]]
@@ -116,6 +110,8 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
             r["ceiling_dtype"] = dtype
             r["achieved_gflops"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9, 1)
             r["fraction_of_ceiling"] = round(r["achieved_gflops"] / ceilings["gflops"][dtype], 3)
+            r["fraction_of_ceiling_cpu_time"] = round(r["images_per_second_cpu_time_estimate"]["median"]
+                                                      * r["forward_flops"] / 1e9 / ceilings["gflops_cpu_time"][dtype], 3)
             results.append(r)
             print(f"  {name} {policy} batch {batch}: {r['images_per_second']['median']} images/s", flush=True)
 
@@ -126,24 +122,32 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
             r = model_speed("mobilenet", (224, 224, 3), "mixed_bfloat16", batch, repeats)
             r["fraction_of_ceiling"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9
                                              / ceilings["gflops"]["bfloat16"], 3)
+            r["fraction_of_ceiling_cpu_time"] = round(r["images_per_second_cpu_time_estimate"]["median"]
+                                                      * r["forward_flops"] / 1e9 / ceilings["gflops_cpu_time"]["bfloat16"], 3)
             batch_sweep.append(r)
     micro = []
     for dtype in ("float32", "bfloat16"):
         micro += layer_microbench(dtype, 2 if quick else 16, repeats, hw=28 if quick else 56)
     for m in micro:
         m["fraction_of_ceiling"] = round(m["gflops"]["median"] / ceilings["gflops"][m["dtype"]], 3)
+        m["fraction_of_ceiling_cpu_time"] = round(m["gflops_cpu_time_estimate"]["median"]
+                                                  / ceilings["gflops_cpu_time"][m["dtype"]], 3)
 
     table = [common.row(f"infer {r['model']} @{r['input_shape'][0]} {r['policy']} b{r['batch_size']}",
-                        r["images_per_second"], "images/s", f"{r['fraction_of_ceiling']:.0%} of {r['ceiling_dtype']} ceiling")
+                        r["images_per_second"], "images/s", f"{r['fraction_of_ceiling']:.0%} of {r['ceiling_dtype']} ceiling; "
+                        f"CPU-time est. {r['fraction_of_ceiling_cpu_time']:.0%}")
              for r in results]
     table += [common.row(f"infer mobilenet @224 bf16 batch {r['batch_size']}", r["images_per_second"], "images/s",
-                         f"{r['fraction_of_ceiling']:.0%} of bfloat16 ceiling") for r in batch_sweep]
+                         f"{r['fraction_of_ceiling']:.0%} of bfloat16 ceiling; CPU-time est. "
+                         f"{r['fraction_of_ceiling_cpu_time']:.0%}") for r in batch_sweep]
     table += [common.row(f"layer {m['layer']} {m['dtype']} {m['shape'][1]}x{m['shape'][2]}x{m['shape'][3]}",
                          m["gflops"], "GFLOP/s", f"intensity {m['arithmetic_intensity']} FLOP/B, "
-                         f"{m['fraction_of_ceiling']:.0%} of ceiling") for m in micro]
+                         f"{m['fraction_of_ceiling']:.0%} of ceiling; CPU-time est. "
+                         f"{m['fraction_of_ceiling_cpu_time']:.0%}") for m in micro]
     return {
         "benchmark": "inference: images/s by model and dtype, fraction of the ceiling; depthwise layers",
         "ceilings_gflops": ceilings["gflops"],
+        "ceilings_gflops_cpu_time": ceilings["gflops_cpu_time"],
         "ceilings_source": ceilings["source"],
         "results": results,
         "mobilenet_batch_sweep": batch_sweep,

@@ -3,10 +3,11 @@
 From the measured training FLOPs per image (3 x the forward FLOPs counted from the layers by
 ``bench/ceilings.py``) and published peak bfloat16 rates, at an assumed utilisation, the time
 of one epoch over PCam's 262,144 training patches and the input rate the pipeline must sustain
-to keep the accelerator busy. That rate is set against the input pipeline's measured rate per
-CPU core (``book/results/bench_pipeline.json`` from ``bench/pipeline.py`` when it is there,
-else the single-thread JPEG rate of ``bench/train_step.py``) to say how many host cores the
-JPEG path would need, and so whether it keeps up.
+to keep the accelerator busy. That rate is set against the input pipelines' measured rates per
+CPU core (images per CPU-second: each case of ``book/results/bench_pipeline.json`` from
+``bench/pipeline.py`` when it is there, the ``.h5`` stream and the JPEG folder with and without
+augmentation; else the JPEG pipeline of ``bench/train_step.py``) to say how many host cores
+each would need, and so whether it keeps up.
 
 Peak rates (dense bfloat16, no sparsity):
 
@@ -61,42 +62,25 @@ TPU_CHAPTER_REMEDY = (
     "train split is 7.2 GB of uint8), and prefetch so the host always has the next batches ready.")
 
 
-def _find_per_core(record, path="") -> tuple[str, float] | None:
-    """The first ``*per_core*`` rate in a pipeline record (a number or a ``{"median": ...}``)."""
-    if isinstance(record, dict):
-        for key, value in record.items():
-            here = f"{path}.{key}" if path else key
-            if "per_core" in key:
-                if isinstance(value, (int, float)) and value > 0:
-                    return here, float(value)
-                if isinstance(value, dict) and isinstance(value.get("median"), (int, float)):
-                    return here, float(value["median"])
-            found = _find_per_core(value, here)
-            if found:
-                return found
-    elif isinstance(record, list):
-        for i, value in enumerate(record):
-            found = _find_per_core(value, f"{path}[{i}]")
-            if found:
-                return found
-    return None
-
-
-def pipeline_rate_per_core(results: Path = common.RESULTS) -> dict | None:
-    """The measured input rate per core: ``bench_pipeline.json`` (DATA's ``bench/pipeline.py``),
-    else the single-thread rate in ``bench_train_step.json``; ``None`` where neither exists."""
+def pipeline_rates(results: Path = common.RESULTS) -> list[dict]:
+    """Measured input rates per CPU core: each case of ``bench_pipeline.json`` (DATA's
+    ``bench/pipeline.py``: 1000 / its CPU-seconds per 1,000 images), else the JPEG pipeline of
+    ``bench_train_step.json`` (images per CPU-second); empty where neither was recorded."""
     path = results / "bench_pipeline.json"
     if path.is_file():
-        found = _find_per_core(json.loads(path.read_text()))
+        rows = json.loads(path.read_text()).get("rows", [])
+        found = [{"case": r["case"], "images_per_second_per_core": round(1000 / r["cpu_s_per_1000"], 1),
+                  "source": f"{path.name}: 1000 / cpu_s_per_1000"}
+                 for r in rows if r.get("cpu_s_per_1000") and r.get("case") != "h5-naive"]
         if found:
-            return {"images_per_second_per_core": found[1], "source": f"{path.name}: {found[0]}"}
+            return found
     path = results / "bench_train_step.json"
     if path.is_file():
         for p in json.loads(path.read_text()).get("pipeline_alone", []):
-            if p.get("threads") == 1:
-                return {"images_per_second_per_core": p["images_per_second"]["median"],
-                        "source": f"{path.name}: pipeline_alone, 1 thread (JPEG + pcam-seed augmentation)"}
-    return None
+            if p.get("threads") == "all" and "images_per_cpu_second" in p:
+                return [{"case": "jpeg-folder-aug", "source": f"{path.name}: pipeline_alone",
+                         "images_per_second_per_core": p["images_per_cpu_second"]["median"]}]
+    return []
 
 
 def model_flops(quick: bool) -> list[dict]:
@@ -113,7 +97,7 @@ def model_flops(quick: bool) -> list[dict]:
     return out
 
 
-def estimate(models, per_core, utilisation: float = UTILISATION) -> list[dict]:
+def estimate(models, pipelines, utilisation: float = UTILISATION) -> list[dict]:
     """Epoch seconds and required input rate for each model on each accelerator."""
     rows = []
     for m in models:
@@ -124,8 +108,8 @@ def estimate(models, per_core, utilisation: float = UTILISATION) -> list[dict]:
                  "epoch_seconds": round(PCAM_TRAIN / rate, 1),
                  "epoch_seconds_at_peak": round(PCAM_TRAIN * m["train_flops"] / (tflops * 1e12), 2),
                  "input_rate_needed": round(rate)}
-            if per_core:
-                r["host_cores_needed_for_jpeg_path"] = round(rate / per_core["images_per_second_per_core"], 1)
+            r["host_cores_needed"] = {p["case"]: round(rate / p["images_per_second_per_core"], 1)
+                                      for p in pipelines}
             rows.append(r)
     return rows
 
@@ -133,13 +117,13 @@ def estimate(models, per_core, utilisation: float = UTILISATION) -> list[dict]:
 def measure(quick: bool = False, utilisation: float = UTILISATION, host_cores: int = HOST_CORES,
             results: Path = common.RESULTS) -> dict:
     models = model_flops(quick)
-    per_core = pipeline_rate_per_core(results)
-    rows = estimate(models, per_core, utilisation)
+    pipelines = pipeline_rates(results)
+    rows = estimate(models, pipelines, utilisation)
     table = []
     for r in rows:
         note = f"needs {r['input_rate_needed']:,} images/s in"
-        if "host_cores_needed_for_jpeg_path" in r:
-            note += f" = {r['host_cores_needed_for_jpeg_path']:g} cores of JPEG decoding"
+        if r["host_cores_needed"]:
+            note += "; host cores: " + ", ".join(f"{c} {n:g}" for c, n in r["host_cores_needed"].items())
         s = r["epoch_seconds"]
         table.append(common.row(f"epoch {r['model']} on {r['accelerator']}",
                                 {"median": s, "min": r["epoch_seconds_at_peak"], "max": s}, "s/epoch",
@@ -150,13 +134,12 @@ def measure(quick: bool = False, utilisation: float = UTILISATION, host_cores: i
         "utilisation_assumed": utilisation,
         "accelerators_peak_bf16_tflops": ACCELERATORS,
         "models": models,
-        "pipeline_rate_per_core": per_core,
+        "pipeline_rates_per_core": pipelines,
         "estimates": rows,
         "host_cores_assumed": host_cores,
-        "keeps_up": None if per_core is None else {
-            r["accelerator"]: r["host_cores_needed_for_jpeg_path"] <= host_cores
-            for r in rows if r["model"] == "seed-pcam"},
-        "keeps_up_rule": f"the JPEG path keeps up with the seed model when it needs at most {host_cores} host cores",
+        "keeps_up": {f"{case} on {r['accelerator']}": n <= host_cores
+                     for r in rows if r["model"] == "seed-pcam" for case, n in r["host_cores_needed"].items()},
+        "keeps_up_rule": f"a pipeline keeps up with the seed model when it needs at most {host_cores} host cores",
         "tpu_chapter_remedy": TPU_CHAPTER_REMEDY,
         "rows": table,
     }

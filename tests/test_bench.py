@@ -101,12 +101,14 @@ def test_each_script_writes_its_record(quick_suite, name, keys):
                                   for r in record["rows"])
     if name == "ceilings":
         assert all(_positive(v) for v in record["ceiling_gflops"].values())
+        assert all(_positive(v) for v in record["ceiling_gflops_cpu_time"].values())
         for m in record["models"]:
             assert _positive(m["forward_flops"]) and m["train_flops"] == 3 * m["forward_flops"]
     if name == "train_step":
         assert {v["variant"] for v in record["variants"]} >= {"plain float32 twin", "default"}
         assert all(_positive(v["images_per_second"]["median"]) and _positive(v["fraction_of_ceiling"])
-                   for v in record["variants"])
+                   and _positive(v["images_per_second_cpu_time_estimate"]["median"])
+                   and _positive(v["fraction_of_ceiling_cpu_time"]) for v in record["variants"])
         assert _positive(record["targets"]["default_over_plain_float32_twin"])
     if name == "inference":
         assert {r["policy"] for r in record["results"]} == {"float32", "mixed_bfloat16"}
@@ -116,6 +118,11 @@ def test_each_script_writes_its_record(quick_suite, name, keys):
     if name == "scale":
         assert all(_positive(e["epoch_seconds"]) and _positive(e["input_rate_needed"])
                    for e in record["estimates"])
+        measured = json.loads((quick_suite / "bench_train_step.json").read_text())["pipeline_alone"]
+        if measured:  # the real JPEG folder was there: scale read its rate per core
+            rates = record["pipeline_rates_per_core"]
+            assert rates and all(_positive(p["images_per_second_per_core"]) for p in rates)
+            assert all(_positive(n) for e in record["estimates"] for n in e["host_cores_needed"].values())
 
 
 @pytest.mark.slow
