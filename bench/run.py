@@ -14,9 +14,10 @@ marks the record ``"contended": true``: other processes took CPU time from the b
 the absolute rates are then lower bounds.
 
 With ``--only``, the other scripts are not rerun: their last records in ``--results`` are merged
-as they are (``"rerun": false``; each keeps its own date and load average).
+as they are (``"rerun": false``; each keeps its own date and load average); ``--collect`` runs
+nothing and merges every record there.
 
-    python bench/run.py [--quick] [--only NAME ...] [--results DIR] [--out JSON]
+    python bench/run.py [--quick] [--only NAME ... | --collect] [--results DIR] [--out JSON]
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="pass --quick to every script (smoke test)")
     p.add_argument("--only", nargs="+", choices=ORDER, help="run only these scripts")
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: merge the records already in --results into --out")
     p.add_argument("--results", type=Path, default=common.RESULTS, help="folder for the scripts' records")
     p.add_argument("--out", type=Path, default=common.RESULTS / "bench.json", help="the merged record")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per script")
@@ -195,7 +198,7 @@ def main(argv=None) -> int:
     for name in ORDER:
         if not (BENCH / f"{name}.py").is_file():
             continue
-        if not args.only or name in args.only:
+        if not args.collect and (not args.only or name in args.only):
             scripts[name] = run_script(name, quick=args.quick, results=args.results, timeout=args.timeout)
             continue
         kept = args.results / f"bench_{name}.json"  # not rerun: keep its last record, marked so
