@@ -17,8 +17,8 @@ RESULTS = Path("results")
 # %% [markdown]
 # ## Recorded runs
 #
-# Each file is shown as a table when it holds rows of measurements (a list of records, or a
-# `"rows"` list beside metadata), and as its metadata otherwise. Where no benchmark has been
+# Each record is shown as its metadata (what was measured, on which machine, at which commit and
+# date) followed by one table per list of measurements it holds. Where no benchmark has been
 # recorded yet the page says so.
 
 # %% tags=["nbval-ignore-output"]
@@ -26,17 +26,15 @@ records = sorted(RESULTS.glob("bench*.json"))
 if not records:
     print(f"No benchmark recorded yet: {RESULTS}/bench*.json is absent. Run `python bench/run.py`.")
 for path in records:
-    data = json.loads(path.read_text())
-    rows = data.get("rows") if isinstance(data, dict) else data
-    meta = {k: v for k, v in data.items() if k != "rows"} if isinstance(data, dict) else {}
+    record = json.loads(path.read_text())
+    record = {"rows": record} if isinstance(record, list) else record
+    tables = {key: value for key, value in record.items()
+              if isinstance(value, list) and value and all(isinstance(row, dict) for row in value)}
     print(f"== {path.name}")
-    for key, value in meta.items():
-        if not isinstance(value, (list, dict)):
-            print(f"  {key}: {value}")
-    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-        display(pd.DataFrame(rows))
-    elif isinstance(data, dict):
-        display(pd.json_normalize(data, max_level=1).T.rename(columns={0: "value"}))
+    display(pd.json_normalize({k: v for k, v in record.items() if k not in tables}).T.rename(columns={0: "value"}))
+    for key, rows in tables.items():
+        print(f"-- {path.name}: {key}")
+        display(pd.json_normalize(rows))
 
 # %% [markdown]
 # ## Reading the numbers
@@ -46,3 +44,5 @@ for path in records:
 # - The targets for the input pipeline on the 2-core development machine are 5,000 images/s for
 #   the PCam `.h5` stream with the `pcam-seed` augmentation (peak RSS under 2 GiB while streaming the
 #   full 7.2 GB training file) and 2,000 images/s for the JPEG folder.
+# - The development machine is shared; records that note the load average before the run say how
+#   busy it was, and a high load lowers every throughput in that record.
