@@ -19,6 +19,19 @@ the train, valid and test splits of ``synthetic-pcam`` are disjoint by construct
 Colour follows the Beer-Lambert law with the Ruifrok-Johnston haematoxylin and eosin optical
 density vectors, so the HED stain jitter of the ``"pcam"`` augmentation acts on real stain axes.
 
+Sizes, chosen for a two-minute quick profile: ``synthetic-pcam`` has 4,096 / 512 / 512 patches
+(train / valid / test), ``synthetic-pcam:N`` makes train N and valid, test N // 8 each (PCam's
+ratio), ``synthetic-pcam:T,V,S`` sets each; ``synthetic-subtype`` has the seed's 3,082 images,
+``synthetic-subtype:N`` N images in the same proportions. Images are 96x96 (``load(...,
+image_size=224)`` resizes). A patch costs a few milliseconds to draw, so splits of up to
+:data:`MEMO_LIMIT` images are kept once drawn (filled lazily, batch by batch) and larger ones are
+drawn afresh on every pass, never held whole.
+
+Difficulty, measured on this 2-core CPU while other jobs shared it (a 4-layer CNN, 16-64
+filters, Adam, batch 64, no augmentation): ``synthetic-pcam`` reached 0.87 validation accuracy
+after one epoch and 0.92 after three (about a minute); ``synthetic-subtype`` at 64x64 reached 0.45,
+0.60, 0.76 and 0.92 after epochs one to four (about 70 s). Learnable, not trivial.
+
 Writers (:func:`write_pcam_h5`, :func:`write_folder`, :func:`write_kaggle`) save arrays in the
 layouts the loaders read, so each loader is tested on real files.
 """
