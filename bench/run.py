@@ -17,7 +17,8 @@ With ``--only``, the other scripts are not rerun: their last records in ``--resu
 as they are (``"rerun": false``; each keeps its own date and load average); ``--collect`` runs
 nothing and merges every record there.
 
-    python bench/run.py [--quick] [--only NAME ... | --collect] [--results DIR] [--out JSON]
+    python bench/run.py [--quick] [--only NAME ... | --collect] [--repeats N] [--steps N]
+                        [--results DIR] [--out JSON]
 """
 
 from __future__ import annotations
@@ -75,10 +76,15 @@ def command(name: str, script: Path, *, quick: bool, results: Path) -> list[str]
     return cmd
 
 
-def run_script(name: str, *, quick: bool, results: Path, timeout: float) -> dict:
+def run_script(name: str, *, quick: bool, results: Path, timeout: float, repeats=None, steps=None) -> dict:
     """Run ``bench/<name>.py``; returns its exit status, seconds, load averages and record."""
     script = BENCH / f"{name}.py"
     cmd = command(name, script, quick=quick, results=results)
+    options = _help(script)
+    if repeats is not None and "--repeats" in options and "--repeats" not in cmd:
+        cmd += ["--repeats", str(repeats)]
+    if steps is not None and "--steps" in options:
+        cmd += ["--steps", str(steps)]
     print(f"== {name}: {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", flush=True)
     out = results / f"bench_{name}.json"
     before = out.stat().st_mtime if out.is_file() else None
@@ -190,6 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=common.RESULTS, help="folder for the scripts' records")
     p.add_argument("--out", type=Path, default=common.RESULTS / "bench.json", help="the merged record")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per script")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per measurement, passed to every script that takes --repeats")
+    p.add_argument("--steps", type=int, default=None, help="batches per timed epoch, for train_step")
     args = p.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     load_start = common.load_average()
@@ -199,7 +208,8 @@ def main(argv=None) -> int:
         if not (BENCH / f"{name}.py").is_file():
             continue
         if not args.collect and (not args.only or name in args.only):
-            scripts[name] = run_script(name, quick=args.quick, results=args.results, timeout=args.timeout)
+            scripts[name] = run_script(name, quick=args.quick, results=args.results, timeout=args.timeout,
+                                       repeats=args.repeats, steps=args.steps)
             continue
         kept = args.results / f"bench_{name}.json"  # not rerun: keep its last record, marked so
         if kept.is_file():

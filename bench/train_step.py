@@ -13,7 +13,7 @@ choice) is dropped and the rest give images/s (median, min, max). Variants:
   BF16), ``train.fit``'s compile (Adam, accuracy and AUC), ``steps_per_execution=1`` and
   Keras's ``jit_compile="auto"`` (XLA off on a CPU-only machine);
 - ``default + jit_compile``, ``default + steps_per_execution=8``, ``float32 pipeline``
-  (and ``+ jit_compile``): one setting changed at a time;
+  (and with ``--jit-float32`` its ``+ jit_compile``): one setting changed at a time;
 - ``real JPEG pipeline``: the default path on ``folder:../shared/data/pcam-jpeg`` with the
   ``pcam-seed`` augmentation (decode, augment and train share the 2 cores), against
   ``cached tensors``: the same number of already decoded and augmented batches held in memory.
@@ -27,7 +27,7 @@ choice) is dropped and the rest give images/s (median, min, max). Variants:
 CPU-time estimate (images per CPU-second of this process times the core count; the ceiling
 likewise), which other processes' load disturbs much less.
 
-    python bench/train_step.py [--quick] [--repeats 3] [--steps 8] [--data DIR]
+    python bench/train_step.py [--quick] [--repeats 3] [--steps 8] [--data DIR] [--jit-float32]
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def pipeline_alone(real_dir, *, batches, repeats, batch, threads=None) -> dict:
 
 
 def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Path | None = None,
-            ceilings_path: Path | None = None) -> dict:
+            ceilings_path: Path | None = None, jit_float32: bool = False) -> dict:
     from histolib.cli import choose_precision
     from histolib.models import build_seed_pcam_model
 
@@ -192,9 +192,10 @@ def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Pat
                                                           compile_kwargs={"steps_per_execution": 8})),
                  ("default + jit_compile", dict(policy=default_policy, source="synthetic",
                                                 compile_kwargs={"jit_compile": True})),
-                 ("float32 pipeline", dict(policy="float32", source="synthetic")),
-                 ("float32 pipeline + jit_compile", dict(policy="float32", source="synthetic",
-                                                         compile_kwargs={"jit_compile": True}))]
+                 ("float32 pipeline", dict(policy="float32", source="synthetic"))]
+    if jit_float32:
+        plan.append(("float32 pipeline + jit_compile", dict(policy="float32", source="synthetic",
+                                                           compile_kwargs={"jit_compile": True})))
     if real is not None:
         plan += [("real JPEG pipeline", dict(policy=default_policy, source="real")),
                  ("cached tensors", dict(policy=default_policy, source="real-cached"))]
@@ -274,11 +275,15 @@ def main(argv=None) -> int:
                    help="the real PCam JPEG folder (DIR/train/{0,1}); skipped when absent")
     p.add_argument("--ceilings", type=Path, default=None,
                    help="bench_ceilings.json to divide by (default: book/results', else measured here)")
+    p.add_argument("--jit-float32", action="store_true",
+                   help="also time float32 with jit_compile (XLA compiles slowly on this CPU)")
     args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
     load_start = common.load_average()
     start = time.perf_counter()
     record = measure(args.quick, args.repeats or (1 if args.quick else 3),
-                     args.steps, args.data, args.ceilings)
+                     args.steps, args.data, args.ceilings, args.jit_float32)
     record["seconds"] = round(time.perf_counter() - start, 1)
     return common.finish(record, args, load_start)
 
