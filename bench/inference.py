@@ -166,7 +166,7 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
 def main(argv=None) -> int:
     p = common.parser(__doc__, "inference")
     p.add_argument("--ceilings", type=Path, default=None,
-                   help="bench_ceilings.json to divide by (default: book/results', else measured here)")
+                   help="bench_ceilings.json to divide by (default: book/results/, else measured here)")
     args = p.parse_args(argv)
     load_start = common.load_average()
     start = time.perf_counter()

@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=common.SHARED_DATA / "pcam-jpeg",
                    help="the real PCam JPEG folder (DIR/train/{0,1}); skipped when absent")
     p.add_argument("--ceilings", type=Path, default=None,
-                   help="bench_ceilings.json to divide by (default: book/results', else measured here)")
+                   help="bench_ceilings.json to divide by (default: book/results/, else measured here)")
     p.add_argument("--jit-float32", action="store_true",
                    help="also time float32 with jit_compile (XLA compiles slowly on this CPU)")
     args = p.parse_args(argv)
