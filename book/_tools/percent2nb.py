@@ -59,7 +59,10 @@ def parse(text: str) -> nbformat.NotebookNode:
             cell.metadata["tags"] = tags
         nb.cells.append(cell)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
+    # The IPython lexer, as an executed notebook records it: the build highlights `!pip` without
+    # a warning even before the notebook has been run.
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3",
+                                    "codemirror_mode": {"name": "ipython", "version": 3}}
     return nb
 
 
