@@ -301,7 +301,7 @@ published = pd.DataFrame([
     {"source": "kaiko-ai/eva leaderboard, PCam test split", "model": "frozen UNI + linear",
      "balanced_accuracy": 0.94},
 ]).set_index(["source", "model"])
-published.fillna("")
+published.astype(object).fillna("")
 
 # %% [markdown]
 # The ovarian seed's F1 values are macro averages over its five classes. This project's issue for
