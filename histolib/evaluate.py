@@ -157,7 +157,7 @@ def choose_threshold(y_true, scores) -> dict:
     }
 
 
-def threshold_path(model_path) -> list:
+def threshold_paths(model_path) -> list:
     """Where the threshold of ``model_path`` may be stored, in the order they are tried.
 
     ``NAME.threshold.json`` beside ``NAME.keras`` (a published model), then ``threshold.json``
@@ -168,8 +168,8 @@ def threshold_path(model_path) -> list:
 
 
 def read_threshold(model_path) -> float:
-    """The decision threshold stored beside ``model_path`` (see `threshold_path`), else 0.5."""
-    for path in threshold_path(model_path):
+    """The decision threshold stored beside ``model_path`` (see `threshold_paths`), else 0.5."""
+    for path in threshold_paths(model_path):
         if path.is_file():
             value = json.loads(path.read_text()).get("threshold")
             if value is None:
