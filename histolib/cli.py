@@ -290,9 +290,17 @@ def _train(args) -> int:
                          shuffle=True, augment=args.augment, seed=args.seed)
     val_ds = data.load(args.data, "valid", batch_size=args.batch_size, image_size=args.image_size,
                        seed=args.seed)
+    if choice.kind == "multiworker":
+        raise UsageError(f"{PROG} train: error: --strategy multiworker is not supported here: Keras 3's "
+                         "model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
+                         "train from Python with histolib.strategy.fit_replicated instead")
     if choice.kind == "tpu":
-        train_ds = strategy.make_tpu_safe(train_ds, args.batch_size)
-        val_ds = strategy.make_tpu_safe(val_ds, args.batch_size)
+        train_ds = strategy.make_tpu_safe(train_ds, args.batch_size, num_examples=sum(train_info["counts"]))
+        val_ds = strategy.make_tpu_safe(val_ds, args.batch_size, num_examples=sum(valid_info["counts"]))
+    elif choice.kind == "mirrored":
+        # A known number of steps keeps the replicas in lock-step (with an unknown length they
+        # drift apart by ~1e-5 over a few epochs); validation keeps every image.
+        train_ds = strategy.make_tpu_safe(train_ds, args.batch_size, num_examples=sum(train_info["counts"]))
     record = {
         "data": {"spec": args.data, "class_names": train_info["class_names"],
                  "train_counts": train_info["counts"], "valid_counts": valid_info["counts"]},

@@ -234,10 +234,8 @@ def describe_environment() -> dict:
 def _get_strategy(strategy):
     if strategy is not None:
         return strategy
-    try:
-        from histolib.strategy import get_strategy
-    except ImportError:
-        return tf.distribute.get_strategy()
+    from histolib.strategy import get_strategy
+
     return get_strategy()
 
 
