@@ -23,7 +23,7 @@ channels-last layout (NHWC, TensorFlow's CPU default, what oneDNN's depthwise ke
 ``channels_first`` depthwise is not supported on CPU) and oneDNN itself (on by default; with
 ``TF_ENABLE_ONEDNN_OPTS=0`` TensorFlow falls back to its own kernels at about half the speed).
 
-    python bench/inference.py [--quick] [--repeats 3] [--ceilings JSON]
+    python bench/inference.py [--quick] [--repeats 3] [--ceilings JSON] [--models NAME ...]
 """
 
 from __future__ import annotations
@@ -98,8 +98,10 @@ def layer_microbench(dtype: str, batch: int, repeats: int, hw: int = 56, channel
 
 
 
-def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = None) -> dict:
+def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = None, models=None) -> dict:
     specs = ceilings_mod.model_specs(quick)
+    if models:
+        specs = [(name, shape) for name, shape in ceilings_mod.model_specs(False) if name in models]
     ceilings = ceilings_mod.load_ceilings(ceilings_path, quick)
     results = []
     for name, shape in specs:
@@ -117,7 +119,7 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
 
     # what helps a depthwise-separable network: batch size, on MobileNet in bfloat16
     batch_sweep = []
-    if not quick:
+    if not quick and any(name == "mobilenet" for name, _ in specs):
         for batch in (128,):  # batch 32 is in the main results
             r = model_speed("mobilenet", (224, 224, 3), "mixed_bfloat16", batch, repeats)
             r["fraction_of_ceiling"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9
@@ -167,10 +169,13 @@ def main(argv=None) -> int:
     p = common.parser(__doc__, "inference")
     p.add_argument("--ceilings", type=Path, default=None,
                    help="bench_ceilings.json to divide by (default: book/results/, else measured here)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="measure only these (seed-pcam and backbone names; default all)")
     args = p.parse_args(argv)
     load_start = common.load_average()
     start = time.perf_counter()
-    record = measure(args.quick, args.repeats or (1 if args.quick else 3), args.ceilings)
+    record = measure(args.quick, args.repeats or (1 if args.quick else 3), args.ceilings, args.models)
+    record["models_measured"] = sorted({r["model"] for r in record["results"]})
     record["seconds"] = round(time.perf_counter() - start, 1)
     return common.finish(record, args, load_start)
 
