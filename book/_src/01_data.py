@@ -45,6 +45,7 @@ import tempfile
 from pathlib import Path
 
 import h5py
+%config InlineBackend.figure_formats = ["jpeg"]  # tissue pictures: JPEG keeps the stored notebook small
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -43,6 +43,7 @@ import os
 import tempfile
 
 import keras
+%config InlineBackend.figure_formats = ["jpeg"]  # tissue pictures: JPEG keeps the stored notebook small
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -44,6 +44,7 @@ if "google.colab" in sys.modules:
 
 # %%
 %matplotlib inline
+%config InlineBackend.figure_formats = ["jpeg"]  # tissue pictures: JPEG keeps the stored notebook small
 import os
 import tempfile
 from pathlib import Path
