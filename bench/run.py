@@ -40,7 +40,7 @@ BENCH = Path(__file__).resolve().parent
 ORDER = ("ceilings", "train_step", "inference", "pipeline", "slide", "scale")
 #: For a script without ``--quick``: smaller-size options to pass instead, where it takes them.
 QUICK_FALLBACK = (("--repeats", "1"), ("--full-n", "8192"), ("--naive-n", "4096"))
-LABEL_KEYS = ("name", "what", "variant", "model", "format", "spec", "source", "policy", "stride",
+LABEL_KEYS = ("name", "what", "variant", "model", "format", "spec", "source", "policy", "dtype_policy", "stride",
               "threads", "batch_size", "workers")
 
 
@@ -178,7 +178,8 @@ def targets(scripts: dict) -> list[dict]:
                          ">= 0.6", a, a >= 0.6, b, b is not None and b >= 0.6))
     for r in rec("slide").get("results", []):
         if r.get("stride") == 96 and "seconds_median" in r:
-            name = "slide heatmap, whole region, stride 96" + (f", {r['policy']}" if "policy" in r else "")
+            policy = r.get("policy") or r.get("dtype_policy")
+            name = "slide heatmap, whole region, stride 96" + (f", {policy}" if policy else "")
             out.append(_goal(name, "< 10 s", r["seconds_median"], r["seconds_median"] < 10))
     scale = rec("scale")
     for what, ok in (scale.get("keeps_up") or {}).items():
@@ -231,6 +232,13 @@ def main(argv=None) -> int:
         "scripts": scripts,
         "failed": [n for n, s in scripts.items() if s["returncode"] != 0 or "record" not in s],
     }
+    if record["contended"]:
+        record["notes"] = (
+            "Measured while other processes shared the CPU: wall-clock rates are lower bounds and vary "
+            "with the load between runs. The CPU-time estimates (rate per CPU-second of the benchmark "
+            "process, times the core count) are steadier; fractions of the ceiling and ratios between "
+            "variants computed from them do not depend on the core-count factor, but their absolute "
+            "rates read about 2x high on a VM whose vCPUs share a physical core (see _common.timed).")
     print()
     print(common.format_table(rows))
     print()
@@ -238,7 +246,8 @@ def main(argv=None) -> int:
         cpu = (f"; CPU-time estimate {g['measured_cpu_time']} {'met' if g['met_cpu_time'] else 'missed'}"
                if "measured_cpu_time" in g else "")
         print(f"{'MET   ' if g['met'] else 'MISSED'} {g['target']}: {g['measured']} (goal {g['goal']}{cpu})")
-    loads = [s["load_average_start"][0] for s in scripts.values() if "load_average_start" in s]
+    loads = {n: (s.get("load_average_start") or s.get("record", {}).get("environment", {}).get("load_average_start")
+                 or [None])[0] for n, s in scripts.items()}
     print(f"load average (1 min) at start {load_start[0]}, per script {loads}, at end {env['load_average_end'][0]} "
           f"on {env['machine']['logical_cpus']} cores"
           + ("; CONTENDED: other processes shared the CPU, rates are lower bounds" if record["contended"] else ""))
