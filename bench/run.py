@@ -118,6 +118,16 @@ def extract_rows(name: str, record) -> list[dict]:
             isinstance(r, dict) and "median" in r for r in record["rows"]):
         return [{**r, "what": f"{name}: {r.get('what', '')}"} for r in record["rows"]]
     rows = []
+    if isinstance(record, dict) and isinstance(record.get("rows"), list):  # single runs, e.g. images_per_s
+        for r in (r for r in record["rows"] if isinstance(r, dict)):
+            rate = next(((k, v) for k, v in r.items() if isinstance(v, (int, float))
+                         and (k.endswith("_per_s") or k.endswith("per_second"))), None)
+            if rate:
+                what = r.get("case") or r.get("name") or _label(r)
+                rows.append({"what": f"{name}: {what}", "median": rate[1], "min": rate[1], "max": rate[1],
+                             "unit": rate[0], "note": "one run"})
+        if rows:
+            return rows
 
     def walk(node, path, context):
         if isinstance(node, dict):
