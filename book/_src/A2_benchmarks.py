@@ -46,3 +46,12 @@ for path in records:
 #   full 7.2 GB training file) and 2,000 images/s for the JPEG folder.
 # - The development machine is shared; records that note the load average before the run say how
 #   busy it was, and a high load lowers every throughput in that record.
+#
+# ```{warning}
+# The records stored now were all measured while the 2-core machine was heavily loaded (1-minute
+# load average 5 to 15, from parallel development work and training runs; each record lists its
+# own). Their wall-clock rates are far below what the machine does when idle, and the "fraction of
+# ceiling" values mix measurements taken at different loads. The CPU-time figures recorded beside
+# them are disturbed much less and are the ones to read until `python bench/run.py` is rerun on a
+# quiet machine.
+# ```
