@@ -11,6 +11,7 @@ writes a run record. Everything lands in one output folder::
       threshold.json    the decision threshold chosen on validation data (see below)
       run.json          the run record: command, wall time, epochs, seed, versions, commit, machine
       backup/           resume state: the last finished epoch's model and ``state.json``
+                        (with ``checkpoints=False``: no ``best.keras``, no ``backup/``)
       tensorboard/      only with ``tensorboard=True``
 
 Resuming. At the end of every epoch, after all other callbacks, the last finished epoch's model
@@ -25,6 +26,13 @@ A finished run (early-stopped, or all ``epochs`` done) is not trained again; `fi
 returns the stored result. Calling it again with more ``epochs`` extends a run that did not stop
 early. A resumed run is the same computation as an uninterrupted one except for the order in
 which ``tf.data`` shuffles the remaining epochs (each process starts the shuffle afresh).
+
+Without checkpoints. ``fit(..., checkpoints=False)`` writes no model file at all: the best
+epoch's weights are kept in memory (EarlyStopping's ``restore_best_weights``) and the run cannot
+resume. It is meant for many short experiments over large frozen backbones, where each full
+``.keras`` save (InceptionV3 or Xception: about 90 MB, two or three saves per epoch) costs more
+time and disk than the epoch; ``history.csv``, ``threshold.json`` and ``run.json`` are still
+written.
 
 The threshold. For two classes the threshold on the positive class's probability is chosen on
 ``val_ds`` with the best weights, by Youden's J (the ROC point maximising TPR - FPR, which is
@@ -378,6 +386,65 @@ def _choose_and_write_threshold(model, val_ds, out_dir: Path, *, validation_step
     return record
 
 
+def _start_record(record: dict, settings: dict, resumed_from: int, command, extra_record) -> dict:
+    """Fill ``record`` (``run.json``) for a new session of a run; returns the session entry."""
+    session = {
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "from_epoch": resumed_from,
+    }
+    record.setdefault("command", session["command"])
+    record.update(settings=settings, seed=settings["seed"], environment=describe_environment(),
+                  status="running", **(extra_record or {}))
+    record.setdefault("sessions", []).append(session)
+    return session
+
+
+def _seed_callbacks(settings: dict, out_dir: Path, *, tensorboard: bool):
+    """ReduceLROnPlateau, EarlyStopping (restoring the best weights) and CSVLogger, as the seeds
+    used them; returns ``(reduce_lr, early, [reduce_lr, early, csv_logger(, tensorboard)])``."""
+    monitor, mode = settings["monitor"], settings["mode"]
+    early = keras.callbacks.EarlyStopping(
+        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=1)
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
+        min_lr=settings["min_lr"], verbose=1)
+    callbacks = [reduce_lr, early, keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True)]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")))
+    return reduce_lr, early, callbacks
+
+
+def _fit_in_memory(model, train_ds, val_ds, *, out_dir: Path, epochs, settings, started, verbose,
+                   command, extra_record, class_weight, tensorboard) -> FitResult:
+    """`fit` with ``checkpoints=False``: no model file, the best weights kept in memory."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "history.csv").unlink(missing_ok=True)
+    (out_dir / "best.keras").unlink(missing_ok=True)  # a stale one would not match this run
+    record = {}
+    session = _start_record(record, settings, 0, command, extra_record)
+    _atomic_write_json(out_dir / "run.json", record)
+    _, early, callbacks = _seed_callbacks(settings, out_dir, tensorboard=tensorboard)
+    model.fit(train_ds, validation_data=val_ds, epochs=int(epochs),
+              steps_per_epoch=settings["steps_per_epoch"], validation_steps=settings["validation_steps"],
+              class_weight=class_weight, callbacks=callbacks, shuffle=False, verbose=verbose)
+    history = read_history(out_dir / "history.csv")
+    if not history:
+        raise RuntimeError(f"training in {out_dir} finished no epoch")  # pragma: no cover
+    threshold = _choose_and_write_threshold(model, val_ds, out_dir, validation_steps=settings["validation_steps"],
+                                            num_classes=settings["num_classes"])
+    stopped_early = bool(early.stopped_epoch > 0)
+    wall = round(time.time() - started, 1)
+    session.update(wall_s=wall, to_epoch=len(history))
+    record.update(status="finished", epochs_done=len(history), best_epoch=int(early.best_epoch) + 1,
+                  best_monitor_value=_float_or_none(early.best), stopped_early=stopped_early,
+                  wall_s=wall, threshold=threshold)
+    _atomic_write_json(out_dir / "run.json", record)
+    return FitResult(model=model, history=history, threshold=threshold, out_dir=out_dir,
+                     best_epoch=int(early.best_epoch) + 1, epochs_done=len(history), resumed_from=0,
+                     already_finished=False, stopped_early=stopped_early)
+
+
 def fit(
     model,
     train_ds,
@@ -403,6 +470,7 @@ def fit(
     verbose="auto",
     command: str | None = None,
     extra_record: dict | None = None,
+    checkpoints: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``train_ds``, select on ``val_ds``, resumably, into ``out_dir``.
 
@@ -436,6 +504,8 @@ def fit(
         verbose: Keras's ``verbose`` (``"auto"``, 0, 1 progress bar, 2 one line per epoch).
         command: the command line to record in ``run.json`` (default: ``sys.argv``).
         extra_record: more JSON-ready facts for ``run.json`` (e.g. the data spec).
+        checkpoints: save the best and the last epoch's model so a killed run resumes (default);
+            ``False`` saves no model file and starts afresh (see the module docstring).
 
     Returns:
         A `FitResult`; ``result.model`` holds the best epoch's weights.
@@ -480,7 +550,6 @@ def fit(
         loss = _compile(model, learning_rate=learning_rate, num_classes=num_classes,
                         steps_per_execution=steps_per_execution)
 
-    backup.mkdir(parents=True, exist_ok=True)
     settings = {
         "learning_rate": float(learning_rate), "patience": int(patience),
         "lr_patience": int(lr_patience), "lr_factor": float(lr_factor), "min_lr": float(min_lr),
@@ -491,6 +560,7 @@ def fit(
         "steps_per_epoch": steps_per_epoch, "validation_steps": validation_steps,
         "steps_per_execution": int(steps_per_execution),
         "params": int(model.count_params()), "model_name": model.name,
+        "checkpoints": bool(checkpoints),
     }
     if state:
         mismatched = {k: (state["settings"].get(k), settings[k]) for k in _RESUME_KEYS
@@ -501,6 +571,16 @@ def fit(
                 f"out_dir={str(out_dir)!r} holds a run made with other settings ({detail}); "
                 "run again with the same settings to resume it, or choose another out_dir"
             )
+    if not checkpoints:
+        if state:
+            raise ValueError(
+                f"out_dir={str(out_dir)!r} holds a resumable run ({state_path}); checkpoints=False "
+                "would start afresh over it: choose another out_dir, or resume with checkpoints=True"
+            )
+        return _fit_in_memory(model, train_ds, val_ds, out_dir=out_dir, epochs=epochs, settings=settings,
+                              started=started, verbose=verbose, command=command,
+                              extra_record=extra_record, class_weight=class_weight,
+                              tensorboard=tensorboard)
     resumed_from = int(state.get("epochs_done", 0))
     finished = bool(state) and (state.get("stopped_early") or resumed_from >= epochs)
     if finished and state.get("finished") and (out_dir / "threshold.json").is_file():
@@ -516,17 +596,10 @@ def fit(
             already_finished=True, stopped_early=bool(state.get("stopped_early")),
         )
 
+    backup.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "run.json"
     record = json.loads(record_path.read_text()) if (state and record_path.is_file()) else {}
-    session = {
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "from_epoch": resumed_from,
-    }
-    record.setdefault("command", session["command"])
-    record.update(settings=settings, seed=int(seed), environment=describe_environment(),
-                  status="running", **(extra_record or {}))
-    record.setdefault("sessions", []).append(session)
+    session = _start_record(record, settings, resumed_from, command, extra_record)
     past_wall = sum(s.get("wall_s", 0.0) for s in record["sessions"][:-1])
 
     def on_commit(st):
@@ -550,16 +623,10 @@ def fit(
     state["settings"] = settings
     _atomic_write_json(record_path, record)
 
-    early = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode, patience=patience, restore_best_weights=True, verbose=1)
+    reduce_lr, early, callbacks = _seed_callbacks(settings, out_dir, tensorboard=tensorboard)
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(backup / _BEST_TEMPLATE), monitor=monitor, mode=mode, save_best_only=True)
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(
-        monitor=monitor, mode=mode, factor=lr_factor, patience=lr_patience, min_lr=min_lr, verbose=1)
-    callbacks = [reduce_lr, early, checkpoint,
-                 keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True)]
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")))
+    callbacks.insert(2, checkpoint)
     callbacks.append(_ResumeState(out_dir, state=state, early=early, checkpoint=checkpoint,
                                   reduce_lr=reduce_lr, on_commit=on_commit))
 

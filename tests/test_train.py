@@ -78,6 +78,30 @@ def test_fit_writes_outputs_and_refuses_to_retrain(tmp_path, capsys):
     assert len(json.loads((out / "run.json").read_text())["sessions"]) == 2  # the "already finished" call trains nothing
 
 
+def test_fit_without_checkpoints_keeps_best_weights_and_writes_no_model(tmp_path):
+    train_ds, _, _ = tiny_data(seed=0)
+    val_ds, _, _ = tiny_data(n=32, seed=1)
+    out = tmp_path / "light"
+    result = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=4, learning_rate=0.05,
+                       patience=1, verbose=0, checkpoints=False)
+    assert not list(out.rglob("*.keras")) and not (out / "backup").exists()
+    assert {p.name for p in out.iterdir()} == {"history.csv", "threshold.json", "run.json"}
+    history = train.read_history(out)
+    assert result.epochs_done == len(history) >= 2
+    best = int(np.argmin([row["val_loss"] for row in history])) + 1
+    assert result.best_epoch == best
+    loss = result.model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(history[best - 1]["val_loss"], rel=1e-5)
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["settings"]["checkpoints"] is False
+    assert record["best_epoch"] == best and record["epochs_done"] == len(history)
+
+    resumable = tmp_path / "resumable"
+    train.fit(tiny_model, train_ds, val_ds, out_dir=resumable, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="resumable run"):
+        train.fit(tiny_model, train_ds, val_ds, out_dir=resumable, epochs=2, verbose=0, checkpoints=False)
+
+
 def test_multiclass_threshold_is_argmax(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.random((24, 8, 8, 3)).astype("float32")
