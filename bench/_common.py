@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,43 @@ def _positive_int(text: str) -> int:
 def load_average() -> list[float]:
     """The 1-, 5- and 15-minute load averages (runnable processes; 2 cores here)."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_snapshot() -> dict:
+    """Wall clock, the machine's busy CPU-seconds (``/proc/stat``: user, nice, system, irq,
+    softirq and steal, all cores) and this process's own CPU-seconds (itself and its waited-for
+    children). Two snapshots give `others_share`."""
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = None
+    return {"wall": time.monotonic(), "busy": busy, "own": own}
+
+
+#: Taken when a bench script starts: `environment` measures other processes' share since then.
+PROCESS_START = cpu_snapshot()
+
+
+def others_share(start: dict, end: dict | None = None) -> float | None:
+    """Fraction of the machine's CPU capacity (all cores) that *other* processes (or the
+    hypervisor, as steal time) used between two `cpu_snapshot`s: 0 on a quiet machine, 0.5 when
+    something else kept one of two cores busy. Unlike the load average, the benchmark's own
+    threads do not count. None where ``/proc/stat`` is unreadable."""
+    end = end or cpu_snapshot()
+    wall = end["wall"] - start["wall"]
+    if start["busy"] is None or end["busy"] is None or wall <= 0:
+        return None
+    cores = cpu_info()["logical_cpus"] or 1
+    others = (end["busy"] - start["busy"]) - (end["own"] - start["own"])
+    return round(max(0.0, others) / (wall * cores), 3)
+
+
+#: Above this `others_share` a record is marked contended.
+CONTENDED_SHARE = 0.05
 
 
 def cpu_info() -> dict:
@@ -102,12 +140,13 @@ def environment(load_at_start: list[float] | None = None) -> dict:
     """Provenance of a record: machine, versions, commit, date and load averages.
 
     ``load_at_start`` is the load average taken before measuring; the one at the end is taken
-    here. On a shared machine a 1-minute load above the core count means the numbers were
-    measured under contention (other processes took CPU time from the benchmark).
+    here (both for information: they count the benchmark's own threads too). Contention is
+    judged by `others_share` since the script started: the record is ``"contended"`` when other
+    processes used more than `CONTENDED_SHARE` of the machine's CPU time meanwhile.
     """
     end = load_average()
-    cores = cpu_info()["logical_cpus"] or 1
     start = load_at_start or end
+    share = others_share(PROCESS_START)
     return {
         "machine": {**cpu_info(), "os": platform.platform(),
                     "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on)")},
@@ -116,7 +155,8 @@ def environment(load_at_start: list[float] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_start": start,
         "load_average_end": end,
-        "contended": max(start[0], end[0]) > 0.75 * cores,
+        "others_cpu_share": share,
+        "contended": share is not None and share > CONTENDED_SHARE,
     }
 
 
@@ -211,9 +251,8 @@ def finish(record: dict, args, load_start) -> int:
     record["quick"] = bool(args.quick)
     env = record["environment"]
     print(format_table(record.get("rows", [])))
-    print(f"load average at start {env['load_average_start'][0]}, at end {env['load_average_end'][0]} "
-          f"({env['machine']['logical_cpus']} cores)" + ("; CONTENDED: other processes shared the CPU"
-                                                          if env["contended"] else ""))
+    print(f"other processes used {env['others_cpu_share']} of the {env['machine']['logical_cpus']} cores' "
+          f"CPU time meanwhile" + ("; CONTENDED: rates are lower bounds" if env["contended"] else ""))
     write_record(record, args.out)
     print(f"wrote {args.out}")
     return 0

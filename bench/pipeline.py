@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -38,7 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+try:
+    from bench import _common as common
+except ImportError:  # run as `python bench/pipeline.py`
+    import _common as common
+
+ROOT = common.ROOT
 BATCH = 256
 CASES = ("h5-stream", "h5-stream-noaug", "h5-naive", "jpeg-folder", "jpeg-folder-aug")
 
@@ -143,7 +147,6 @@ def main(argv=None) -> int:
 
     cases = args.cases.split(",")
     rows, notes = [], {}
-    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench_pipeline_") as tmp:
         full, small = Path(tmp) / "full", Path(tmp) / "small"
         full.mkdir()
@@ -174,20 +177,14 @@ def main(argv=None) -> int:
         rows.append(_child(case, args.jpeg))
         print(rows[-1], flush=True)
 
-    import tensorflow as tf
-
-    record = {"rows": rows, "batch_size": BATCH, "notes": notes,
-              "machine": {"cpus": os.cpu_count(), "load_avg_before": [round(v, 2) for v in load_before],
-                          "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-                          "python": platform.python_version(), "tensorflow": tf.__version__},
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    record = {"rows": rows, "batch_size": BATCH, "notes": notes, "environment": common.environment()}
     header = f"{'case':<18}{'images':>9}{'wall s':>9}{'images/s':>10}{'CPU s/1k img':>14}{'peak RSS MiB':>14}"
     lines = [header, "-" * len(header)]
     lines += [f"{r['case']:<18}{r['images']:>9}{r['wall_s']:>9}{r['images_per_s']:>10}{r['cpu_s_per_1000']:>14}"
               f"{r['peak_rss_mib']:>14}" for r in rows]
-    m = record["machine"]
-    lines.append(f"batch {BATCH}; {m['cpus']} CPUs; load average {m['load_avg_before']} before, "
-                 f"{m['load_avg_after']} after; TF {m['tensorflow']}; {record['date']}")
+    env = record["environment"]
+    lines.append(f"batch {BATCH}; {env['machine']['logical_cpus']} CPUs; other processes used "
+                 f"{env['others_cpu_share']} of their CPU time; TF {env['versions'].get('tensorflow')}; {env['date']}")
     if "full_file" in notes:
         f = notes["full_file"]
         lines.append(f"full file: {f['patches']:,} patches, {f['bytes'] / 1e9:.2f} GB, written in {f['write_s']} s")

@@ -9,9 +9,10 @@ repeated runs, with the spread min - max), then the issue's targets against what
 measured, and writes everything, with the machine, package versions, git commit, date and the
 load average at start and end, to ``book/results/bench.json``.
 
-The machine may be shared: a 1-minute load average above the core count at start or end
-marks the record ``"contended": true``: other processes took CPU time from the benchmarks, and
-the absolute rates are then lower bounds.
+The machine may be shared: when other processes used more than 5 % of the machine's CPU time
+while a script ran (``/proc/stat`` minus the benchmark's own CPU time; see
+``_common.others_share``), the record is marked ``"contended": true`` and the absolute rates
+are then lower bounds.
 
 With ``--only``, the other scripts are not rerun: their last records in ``--results`` are merged
 as they are (``"rerun": false``; each keeps its own date and load average); ``--collect`` runs
@@ -256,11 +257,10 @@ def main(argv=None) -> int:
         cpu = (f"; CPU-time estimate {g['measured_cpu_time']} {'met' if g['met_cpu_time'] else 'missed'}"
                if "measured_cpu_time" in g else "")
         print(f"{'MET   ' if g['met'] else 'MISSED'} {g['target']}: {g['measured']} (goal {g['goal']}{cpu})")
-    loads = {n: (s.get("load_average_start") or s.get("record", {}).get("environment", {}).get("load_average_start")
-                 or [None])[0] for n, s in scripts.items()}
-    print(f"load average (1 min) at start {load_start[0]}, per script {loads}, at end {env['load_average_end'][0]} "
-          f"on {env['machine']['logical_cpus']} cores"
-          + ("; CONTENDED: other processes shared the CPU, rates are lower bounds" if record["contended"] else ""))
+    shares = {n: s.get("record", {}).get("environment", {}).get("others_cpu_share") for n, s in scripts.items()}
+    print(f"share of the CPU other processes used, per script: {shares}; over the whole run "
+          f"{env['others_cpu_share']} of {env['machine']['logical_cpus']} cores"
+          + ("; CONTENDED: rates are lower bounds" if record["contended"] else ""))
     if record["failed"]:
         print(f"FAILED: {', '.join(record['failed'])}")
     common.write_record(record, args.out)

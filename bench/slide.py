@@ -19,38 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+try:
+    from bench import _common as common
+except ImportError:  # run as `python bench/slide.py`
+    import _common as common
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGION = ROOT.parent / "shared" / "data" / "he-region" / "CMU-1-Small-Region.svs"
 DEFAULT_OUT = ROOT / "book" / "results" / "bench_slide.json"
 STRIDES = (96, 48)
-LOAD_BEFORE = round(os.getloadavg()[0], 2)  # the machine may be shared: keep its load beside the numbers
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _timed(function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
@@ -129,17 +111,7 @@ def measure(region_path: Path, *, repeats: int = 5, batch_size: int = 128,
         "repeats": repeats,
         "target": "under 10 s at stride 96 (issue 6, item 4)",
         "results": results,
-        "machine": {
-            "cpu": _cpu_name(),
-            "cores": os.cpu_count(),
-            "load_average_1min_before": LOAD_BEFORE,
-            "load_average_1min_after": round(os.getloadavg()[0], 2),
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (on)"),
-        },
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                     "keras": keras.__version__, "numpy": np.__version__},
-        "git_commit": _git_commit(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": common.environment(),
     }
 
 
