@@ -16,11 +16,18 @@ from histolib.models.classifier import check_input_shape, backbone_features
 SEED_PCAM_PARAMS = 494_337
 
 
-def build_seed_pcam_model(input_shape=(96, 96, 3), *, l2: float = 1e-4) -> keras.Model:
+def build_seed_pcam_model(input_shape=(96, 96, 3), *, l2: float = 1e-4,
+                          centre_inputs: bool = False) -> keras.Model:
     """The PCam seed's model: three conv blocks, single-head self-attention, a small head.
 
     Input ``(batch, 96, 96, 3)`` float32 in [0, 1] (the seed rescaled TFDS's uint8 by 1/255;
-    the data front door already gives [0, 1], so there is no scaling layer). Layers:
+    the data front door already gives [0, 1], so there is no scaling layer). With
+    ``centre_inputs=True`` a ``Rescaling(2, -1)`` layer named ``centre`` first maps [0, 1] to
+    [-1, 1] (no parameters; not in the seed). Why: with Keras's default Glorot initialisation
+    and no normalisation layer, [0, 1] inputs of low contrast give nearly the same activations
+    for every image by the attention layer (spread over a batch about 0.002 on the built-in
+    synthetic patches), and the seed model then sits at a constant prediction for hundreds of
+    steps; centred inputs learn from the first epoch (chapter 5 shows both). Layers:
     `seed_cnn_features` (to ``(batch, 12, 12, 256)``), ``Reshape`` to 144 tokens
     ``(batch, 144, 256)``, ``SelfAttention(key_dim=128)`` (``(batch, 144, 128)``),
     ``GlobalAveragePooling1D``, ``Dense(64, relu)``, ``Dropout(0.5)``, ``Dense(1, sigmoid)``,
@@ -40,7 +47,8 @@ def build_seed_pcam_model(input_shape=(96, 96, 3), *, l2: float = 1e-4) -> keras
         )
     regularizer = keras.regularizers.L2(l2)
     inputs = keras.Input(shape, name="image")
-    x = seed_cnn_features(inputs, l2=l2)
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="centre")(inputs) if centre_inputs else inputs
+    x = seed_cnn_features(x, l2=l2)
     _, h, w, c = x.shape
     x = keras.layers.Reshape((h * w, c), name="tokens")(x)  # (batch, 144, 256) at 96 px
     x = SelfAttention(key_dim=128, kernel_regularizer=regularizer, name="attention")(x)
