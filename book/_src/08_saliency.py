@@ -92,7 +92,7 @@ if MODEL_PATH.is_file():
     threshold = evaluate.read_threshold(MODEL_PATH)
     source = "the seed's model trained on 20,000 real PCam patches (book/results)"
 else:
-    fitted = train.fit(build_seed_pcam_model, data.load(SYNTHETIC, "train", batch_size=32, shuffle=True, seed=SEED),
+    fitted = train.fit(lambda: build_seed_pcam_model(centre_inputs=True), data.load(SYNTHETIC, "train", batch_size=32, shuffle=True, seed=SEED),
                        data.load(SYNTHETIC, "valid", batch_size=64, seed=SEED),
                        out_dir=tempfile.mkdtemp(prefix="histolib-ch08-"), epochs=FALLBACK_EPOCHS, seed=SEED, verbose=0)
     model, threshold = fitted.model, fitted.threshold["threshold"]
