@@ -7,11 +7,11 @@ import math
 import keras
 from keras import ops
 
-from histolib.layers.tokens import dense, softmax_float32, to_tokens, token_shape
+from histolib.layers.tokens import QKVAttention, softmax_float32
 
 
 @keras.saving.register_keras_serializable(package="histolib")
-class SelfAttention(keras.layers.Layer):
+class SelfAttention(QKVAttention):
     """Single-head self-attention over image tokens, as in the PCam seed.
 
     Vaswani et al. 2017, "Attention Is All You Need" (https://arxiv.org/abs/1706.03762),
@@ -40,49 +40,16 @@ class SelfAttention(keras.layers.Layer):
         the tuple ``(output, A)`` with ``A`` of shape ``(batch, n, n)`` in float32.
     """
 
-    def __init__(
-        self,
-        key_dim: int = 128,
-        *,
-        kernel_initializer="glorot_uniform",
-        kernel_regularizer=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not isinstance(key_dim, int) or isinstance(key_dim, bool) or key_dim < 1:
-            raise ValueError(f"key_dim must be a positive integer. Received: key_dim={key_dim!r}")
-        self.key_dim = key_dim
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    OUTPUT_PROJECTION = True
 
-    def build(self, input_shape):
-        tokens = token_shape(input_shape)
-        self.query = dense(self.key_dim, name="query", use_bias=True, layer=self)
-        self.key = dense(self.key_dim, name="key", use_bias=True, layer=self)
-        self.value = dense(self.key_dim, name="value", use_bias=True, layer=self)
-        self.output_dense = dense(self.key_dim, name="output_dense", use_bias=True, layer=self)
-        for projection in (self.query, self.key, self.value):
-            projection.build(tokens)
-        self.output_dense.build(tokens[:-1] + (self.key_dim,))
-        self.built = True
+    def __init__(self, key_dim: int = 128, **kwargs):
+        super().__init__(key_dim, **kwargs)
 
     def call(self, inputs, return_attention_scores=False):
-        x = to_tokens(inputs)  # (batch, n, c)
-        q = self.query(x)  # (batch, n, k)
-        k = self.key(x)
-        v = self.value(x)
+        _, q, k, v = self.project(inputs)  # each (batch, n, key_dim)
         scores = ops.matmul(q, ops.transpose(k, (0, 2, 1))) / math.sqrt(self.key_dim)
         attention = softmax_float32(scores)  # (batch, n, n), float32
         out = self.output_dense(ops.matmul(ops.cast(attention, v.dtype), v))  # (batch, n, k)
         if return_attention_scores:
             return out, attention
         return out
-
-    def get_config(self):
-        base = super().get_config()
-        config = {
-            "key_dim": self.key_dim,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-        }
-        return {**base, **config}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from histolib.layers.tokens import dense, softmax_float32, to_tokens, token_shape
+from histolib.layers.tokens import QKVAttention, softmax_float32
 
 
 @keras.saving.register_keras_serializable(package="histolib")
-class ThresholdedAttention(keras.layers.Layer):
+class ThresholdedAttention(QKVAttention):
     """Softmax attention that keeps only the above-uniform weights (the ovarian seed's layer).
 
     The ovarian-subtype seed called this layer "differential attention"; it is not the
@@ -51,36 +51,9 @@ class ThresholdedAttention(keras.layers.Layer):
         float32.
     """
 
-    def __init__(
-        self,
-        key_dim: int,
-        *,
-        kernel_initializer="glorot_uniform",
-        kernel_regularizer=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not isinstance(key_dim, int) or isinstance(key_dim, bool) or key_dim < 1:
-            raise ValueError(f"key_dim must be a positive integer. Received: key_dim={key_dim!r}")
-        self.key_dim = key_dim
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-    def build(self, input_shape):
-        tokens = token_shape(input_shape)
-        self.query = dense(self.key_dim, name="query", use_bias=True, layer=self)
-        self.key = dense(self.key_dim, name="key", use_bias=True, layer=self)
-        self.value = dense(self.key_dim, name="value", use_bias=True, layer=self)
-        for projection in (self.query, self.key, self.value):
-            projection.build(tokens)
-        self.built = True
-
     def call(self, inputs, return_attention_scores=False):
-        x = to_tokens(inputs)  # (batch, n, c)
+        x, q, k, v = self.project(inputs)  # x (batch, n, c); q, k, v (batch, n, key_dim)
         n = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
-        q = self.query(x)  # (batch, n, k)
-        k = self.key(x)
-        v = self.value(x)
         attention = softmax_float32(ops.matmul(q, ops.transpose(k, (0, 2, 1))))  # (batch, n, n)
         uniform = 1.0 / ops.cast(n, "float32")
         attention = ops.where(attention > uniform, attention, ops.zeros_like(attention))
@@ -88,12 +61,3 @@ class ThresholdedAttention(keras.layers.Layer):
         if return_attention_scores:
             return out, attention
         return out
-
-    def get_config(self):
-        base = super().get_config()
-        config = {
-            "key_dim": self.key_dim,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-        }
-        return {**base, **config}

@@ -1,4 +1,5 @@
-"""Feature maps as token sequences, and the float32 softmax the attention layers share.
+"""What the attention layers share: feature maps as token sequences, the float32 softmax,
+their ``Dense`` projections, and `QKVAttention`, the base of the two seed layers.
 
 A convolutional feature map ``(batch, h, w, c)`` becomes ``(batch, h * w, c)`` tokens in
 row-major order (token ``i * w + j`` is pixel ``(i, j)``), the order ``keras.layers.Reshape``
@@ -79,3 +80,46 @@ def dense(units, *, name, use_bias, layer):
         dtype=layer.dtype_policy,
         name=name,
     )
+
+
+class QKVAttention(keras.layers.Layer):
+    """Base of `SelfAttention` and `ThresholdedAttention`: ``key_dim``, the kernel settings,
+    the ``query``, ``key`` and ``value`` projections (``Dense(key_dim)`` with bias, built on
+    tokens ``(batch, n, c)``), an ``output_dense`` one where ``OUTPUT_PROJECTION`` is true,
+    and the config. Subclasses write ``call``; `project` gives them ``(x, q, k, v)``.
+    """
+
+    OUTPUT_PROJECTION = False
+
+    def __init__(self, key_dim: int, *, kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(key_dim, int) or isinstance(key_dim, bool) or key_dim < 1:
+            raise ValueError(f"key_dim must be a positive integer. Received: key_dim={key_dim!r}")
+        self.key_dim = key_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        tokens = token_shape(input_shape)
+        self.query = dense(self.key_dim, name="query", use_bias=True, layer=self)
+        self.key = dense(self.key_dim, name="key", use_bias=True, layer=self)
+        self.value = dense(self.key_dim, name="value", use_bias=True, layer=self)
+        for projection in (self.query, self.key, self.value):
+            projection.build(tokens)
+        if self.OUTPUT_PROJECTION:
+            self.output_dense = dense(self.key_dim, name="output_dense", use_bias=True, layer=self)
+            self.output_dense.build(tokens[:-1] + (self.key_dim,))
+        self.built = True
+
+    def project(self, inputs):
+        """Tokens ``x`` ``(batch, n, c)`` and their projections ``q``, ``k``, ``v`` ``(batch, n, key_dim)``."""
+        x = to_tokens(inputs)
+        return x, self.query(x), self.key(x), self.value(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "key_dim": self.key_dim,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        }
