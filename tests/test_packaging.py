@@ -5,6 +5,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 
@@ -61,3 +62,20 @@ def test_import_without_tensorflow_says_how_to_install_it():
 
 def test_console_script_is_declared():
     assert _pyproject()["scripts"] == {"histolib": "histolib.cli:main"}
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_data_manifests(tmp_path):
+    """A pip install from git (Colab's route) builds a wheel: download_pcam needs its manifest there."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a copy, so the build leaves no build/ folder in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "book", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(source)], check=True, timeout=300)
+    (wheel,) = tmp_path.glob("histolib-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "histolib/data/pcam.json" in names
+    assert not [n for n in names if n.startswith(("tests/", "book/", "bench/"))]

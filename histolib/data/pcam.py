@@ -16,7 +16,7 @@ patches pass an 8,192-patch shuffle buffer (about 230 MB), an approximate shuffl
 reads contiguous.
 
 Checks: a missing, truncated or mis-shaped file raises ``ValueError`` naming the file and what
-is wrong; :func:`verify` compares MD5 sums with the published ones in ``data/pcam.json``;
+is wrong; :func:`verify` compares MD5 sums with the published ones in ``histolib/data/pcam.json``;
 :func:`download_pcam` fetches the files from Zenodo, and fails within seconds when offline.
 """
 
@@ -49,8 +49,9 @@ CLASS_NAMES = ["0", "1"]
 PATCH_SHAPE = (96, 96, 3)
 BLOCK = 1024
 SHUFFLE_BUFFER = 8192
-MANIFEST = Path(__file__).resolve().parents[2] / "data" / "pcam.json"
-"""The download manifest (URLs, MD5 sums), ``data/pcam.json`` in the project."""
+MANIFEST = Path(__file__).resolve().with_name("pcam.json")
+"""The download manifest (URLs, MD5 sums), ``histolib/data/pcam.json``: package data, so it
+ships in the wheel too (a Colab install from git has it)."""
 
 DOWNLOAD_HOST = "zenodo.org"
 
@@ -58,8 +59,8 @@ DOWNLOAD_HOST = "zenodo.org"
 def manifest() -> dict:
     """The PCam manifest: Zenodo URL template, file names, MD5 sums, split lengths."""
     if not MANIFEST.is_file():
-        raise ValueError(f"PCam manifest not found at {MANIFEST}; it ships with the histolib source tree "
-                         "(data/pcam.json), not with the wheel")
+        raise ValueError(f"PCam manifest not found at {MANIFEST}: the histolib installation is incomplete; "
+                         "reinstall the package")
     return json.loads(MANIFEST.read_text())
 
 
