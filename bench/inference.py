@@ -17,11 +17,16 @@ intensity (FLOPs per byte moved) is about 2 and it runs at the speed of memory, 
 multiply-add units. MobileNet spends about 3 % of its FLOPs in depthwise layers but a large
 share of its time; its 1x1 pointwise layers are plain matmuls and run near the ceiling.
 `layer_microbench` measures the three kinds on one MobileNet-sized map (56 x 56 x 128) so the
-record shows it in numbers. What helps: bfloat16 (half the bytes per value: memory-bound
-layers gain too), a larger batch (more work per kernel call, fewer calls' overhead),
-channels-last layout (NHWC, TensorFlow's CPU default, what oneDNN's depthwise kernels want;
-``channels_first`` depthwise is not supported on CPU) and oneDNN itself (on by default; with
-``TF_ENABLE_ONEDNN_OPTS=0`` TensorFlow falls back to its own kernels at about half the speed).
+record shows it in numbers. What helps, measured: bfloat16 makes the depthwise layer itself
+about 2x faster (half the bytes per value), yet the whole of MobileNet runs slower under
+``mixed_bfloat16`` than in float32, because Keras's ``BatchNormalization`` upcasts its bfloat16
+input to float32 and casts the result back: extra passes over every activation map of a network
+whose layers are memory-bound already. Folding each batch norm into the convolution before it
+(`histolib.models.fold_batch_norm`, an inference copy computing the same function) removes those
+passes; the "BN folded" rows measure it for the three backbones in both dtypes. A larger batch
+changes little (the batch-128 row); channels-last (NHWC, TensorFlow's CPU default) is what
+oneDNN's depthwise kernels want; oneDNN itself must stay on (``TF_ENABLE_ONEDNN_OPTS=0`` halves
+the speed), and ``jit_compile`` (XLA) is about 10x slower here, bypassing oneDNN.
 
     python bench/inference.py [--quick] [--repeats 3] [--ceilings JSON] [--models NAME ...]
 """
@@ -38,6 +43,8 @@ except ImportError:  # run as `python bench/inference.py`
     import _common as common
     import ceilings as ceilings_mod
 
+#: Models measured with batch normalisation folded too (`histolib.models.fold_batch_norm`).
+FOLD_MODELS = ("mobilenet", "xception", "inception_v3")
 #: Batch sizes that keep 2 cores busy without minutes per call.
 BATCH = {96: 256, 224: 32, 299: 16}
 POLICIES = ("float32", "mixed_bfloat16")
@@ -53,19 +60,33 @@ def _images_per_second(model, batch: int, input_shape, repeats: int) -> dict:
             "images_per_second_cpu_time_estimate": both["cpu_time_estimate"]}
 
 
-def model_speed(name: str, input_shape, policy: str, batch: int, repeats: int) -> dict:
+def model_speed(name: str, input_shape, policy: str, batch: int, repeats: int, *, fold: bool = False) -> dict:
+    """Images/s of model ``name`` built under ``policy``; with ``fold``, of its
+    `histolib.models.fold_batch_norm` copy (same FLOPs counted: the folded layers are element-wise)."""
     import keras
+
+    from histolib.models import fold_batch_norm
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = ceilings_mod.build(name, input_shape)
         flops = ceilings_mod.count_flops(model)
-        speed = _images_per_second(model, batch, input_shape, repeats)
+        speed = _images_per_second(fold_batch_norm(model) if fold else model, batch, input_shape, repeats)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return {"model": name, "input_shape": list(input_shape), "policy": policy, "batch_size": batch,
-            "forward_flops": flops["forward"], "by_kind": flops["by_kind"], **speed}
+            "batch_norm_folded": fold, "forward_flops": flops["forward"], "by_kind": flops["by_kind"], **speed}
+
+
+def _with_fractions(r: dict, ceilings: dict) -> dict:
+    dtype = "bfloat16" if "bfloat16" in r["policy"] else "float32"
+    r["ceiling_dtype"] = dtype
+    r["achieved_gflops"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9, 1)
+    r["fraction_of_ceiling"] = round(r["achieved_gflops"] / ceilings["gflops"][dtype], 3)
+    r["fraction_of_ceiling_cpu_time"] = round(r["images_per_second_cpu_time_estimate"]["median"]
+                                              * r["forward_flops"] / 1e9 / ceilings["gflops_cpu_time"][dtype], 3)
+    return r
 
 
 def layer_microbench(dtype: str, batch: int, repeats: int, hw: int = 56, channels: int = 128) -> list[dict]:
@@ -106,27 +127,20 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
     results = []
     for name, shape in specs:
         batch = 8 if quick else BATCH[shape[0]]
+        folds = (False, True) if name in FOLD_MODELS else (False,)
         for policy in POLICIES:
-            r = model_speed(name, shape, policy, batch, repeats)
-            dtype = "bfloat16" if "bfloat16" in policy else "float32"
-            r["ceiling_dtype"] = dtype
-            r["achieved_gflops"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9, 1)
-            r["fraction_of_ceiling"] = round(r["achieved_gflops"] / ceilings["gflops"][dtype], 3)
-            r["fraction_of_ceiling_cpu_time"] = round(r["images_per_second_cpu_time_estimate"]["median"]
-                                                      * r["forward_flops"] / 1e9 / ceilings["gflops_cpu_time"][dtype], 3)
-            results.append(r)
-            print(f"  {name} {policy} batch {batch}: {r['images_per_second']['median']} images/s", flush=True)
+            for fold in folds:
+                r = _with_fractions(model_speed(name, shape, policy, batch, repeats, fold=fold), ceilings)
+                results.append(r)
+                print(f"  {name} {policy}{' BN folded' if fold else ''} batch {batch}: "
+                      f"{r['images_per_second']['median']} images/s", flush=True)
 
-    # what helps a depthwise-separable network: batch size, on MobileNet in bfloat16
+    # what else might help a depthwise-separable network: a larger batch, on MobileNet in bfloat16
     batch_sweep = []
     if not quick and any(name == "mobilenet" for name, _ in specs):
         for batch in (128,):  # batch 32 is in the main results
-            r = model_speed("mobilenet", (224, 224, 3), "mixed_bfloat16", batch, repeats)
-            r["fraction_of_ceiling"] = round(r["images_per_second"]["median"] * r["forward_flops"] / 1e9
-                                             / ceilings["gflops"]["bfloat16"], 3)
-            r["fraction_of_ceiling_cpu_time"] = round(r["images_per_second_cpu_time_estimate"]["median"]
-                                                      * r["forward_flops"] / 1e9 / ceilings["gflops_cpu_time"]["bfloat16"], 3)
-            batch_sweep.append(r)
+            batch_sweep.append(_with_fractions(model_speed("mobilenet", (224, 224, 3), "mixed_bfloat16", batch,
+                                                           repeats), ceilings))
     micro = []
     for dtype in ("float32", "bfloat16"):
         micro += layer_microbench(dtype, 2 if quick else 16, repeats, hw=28 if quick else 56)
@@ -135,7 +149,8 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
         m["fraction_of_ceiling_cpu_time"] = round(m["gflops_cpu_time_estimate"]["median"]
                                                   / ceilings["gflops_cpu_time"][m["dtype"]], 3)
 
-    table = [common.row(f"infer {r['model']} @{r['input_shape'][0]} {r['policy']} b{r['batch_size']}",
+    table = [common.row(f"infer {r['model']} @{r['input_shape'][0]} {r['policy']}"
+                        f"{' BN folded' if r['batch_norm_folded'] else ''} b{r['batch_size']}",
                         r["images_per_second"], "images/s", f"{r['fraction_of_ceiling']:.0%} of {r['ceiling_dtype']} ceiling; "
                         f"CPU-time est. {r['fraction_of_ceiling_cpu_time']:.0%}")
              for r in results]
@@ -159,8 +174,14 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
             "convolution 9*c_in) while moving the same input and output bytes, so its arithmetic "
             "intensity is ~2 FLOP/byte against ~30-500 for pointwise and full convolutions: it is "
             "bound by memory bandwidth, not by the multiply-add units the matmul ceiling measures. "
-            "bfloat16 halves the bytes, a larger batch amortises per-call overhead, channels-last "
-            "(NHWC) is the layout oneDNN's depthwise kernels use, and oneDNN must stay on."),
+            "bfloat16 halves the bytes (the depthwise layer alone runs about 2x faster in it), but "
+            "the whole of MobileNet runs slower in mixed_bfloat16 than in float32: Keras's "
+            "BatchNormalization upcasts its bfloat16 input to float32 and casts back, extra passes "
+            "over every map on a network whose layers are already memory-bound. Folding each batch "
+            "norm into the convolution before it (histolib.models.fold_batch_norm, for inference) "
+            "removes those passes; see the BN-folded rows. A larger batch changes little; "
+            "channels-last (NHWC) is the layout oneDNN's depthwise kernels use, and oneDNN must "
+            "stay on. jit_compile (XLA) is 10x slower here: XLA on the CPU bypasses oneDNN."),
         "rows": table,
     }
 

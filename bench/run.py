@@ -185,7 +185,8 @@ def targets(scripts: dict) -> list[dict]:
         out.append(_goal("fastest training setting", "the default", a, a == "default", b, b == "default"))
     for r in rec("inference").get("results", []):
         a, b = r["fraction_of_ceiling"], r.get("fraction_of_ceiling_cpu_time")
-        out.append(_goal(f"inference {r['model']} @{r['input_shape'][0]} {r['policy']}, fraction of ceiling",
+        out.append(_goal(f"inference {r['model']} @{r['input_shape'][0]} {r['policy']}"
+                         f"{', BN folded' if r.get('batch_norm_folded') else ''}, fraction of ceiling",
                          ">= 0.6", a, a >= 0.6, b, b is not None and b >= 0.6))
     for r in rec("slide").get("results", []):
         if r.get("stride") == 96 and "seconds_median" in r:

@@ -11,6 +11,8 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
   ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``.
 - `build_model(name, *, num_classes=2, input_shape=None, weights="auto")`: the command
   line's names, `list_models()`.
+- `fold_batch_norm(model)`: an inference copy with each BatchNormalization folded into the
+  convolution before it (faster, most of all under ``mixed_bfloat16`` on a CPU).
 - `get_backbone(name)` gives a backbone's spec (scaling, sizes, Grad-CAM layer, channels);
   `gradcam_layer_name(model)` the Grad-CAM layer of a built model. Feature-map sizes at 96,
   224 and 299 pixels are tabulated in `histolib.models.backbones`.
@@ -40,6 +42,7 @@ from histolib.models.backbones import (
     list_backbones,
 )
 from histolib.models.classifier import build_classifier
+from histolib.models.fold import fold_batch_norm
 from histolib.models.outputs import (
     class_probabilities,
     is_sigmoid,
@@ -62,6 +65,7 @@ __all__ = [
     "build_seed_pcam_model",
     "build_seed_subtype_model",
     "class_probabilities",
+    "fold_batch_norm",
     "get_backbone",
     "gradcam_layer_name",
     "is_sigmoid",
