@@ -188,6 +188,15 @@ def targets(scripts: dict) -> list[dict]:
         out.append(_goal(f"inference {r['model']} @{r['input_shape'][0]} {r['policy']}"
                          f"{', BN folded' if r.get('batch_norm_folded') else ''}, fraction of ceiling",
                          ">= 0.6", a, a >= 0.6, b, b is not None and b >= 0.6))
+    pipeline_goals = {"h5-stream": 5000, "jpeg-folder": 2000}  # issue 2: images/s on this 2-core CPU
+    for r in rec("pipeline").get("rows", []):
+        if r.get("case") in pipeline_goals:
+            goal = pipeline_goals[r["case"]]
+            out.append(_goal(f"input pipeline {r['case']} ({r['images']:,} images), images/s", f">= {goal:,}",
+                             r["images_per_s"], r["images_per_s"] >= goal))
+        if r.get("case") == "h5-stream":
+            out.append(_goal("input pipeline h5-stream, peak memory (MiB)", "< 2048", r["peak_rss_mib"],
+                             r["peak_rss_mib"] < 2048))
     for r in rec("slide").get("results", []):
         if r.get("stride") == 96 and "seconds_median" in r:
             policy = r.get("policy") or r.get("dtype_policy")
