@@ -18,7 +18,7 @@ multiply-add units. MobileNet spends about 3 % of its FLOPs in depthwise layers 
 share of its time; its 1x1 pointwise layers are plain matmuls and run near the ceiling.
 `layer_microbench` measures the three kinds on one MobileNet-sized map (56 x 56 x 128) so the
 record shows it in numbers. What helps, measured: bfloat16 makes the depthwise layer itself
-about 2x faster (half the bytes per value), yet the whole of MobileNet runs slower under
+1.5-2x faster (half the bytes per value), yet the whole of MobileNet runs slower under
 ``mixed_bfloat16`` than in float32, because Keras's ``BatchNormalization`` upcasts its bfloat16
 input to float32 and casts the result back: extra passes over every activation map of a network
 whose layers are memory-bound already. Folding each batch norm into the convolution before it
@@ -174,7 +174,7 @@ def measure(quick: bool = False, repeats: int = 3, ceilings_path: Path | None = 
             "convolution 9*c_in) while moving the same input and output bytes, so its arithmetic "
             "intensity is ~2 FLOP/byte against ~30-500 for pointwise and full convolutions: it is "
             "bound by memory bandwidth, not by the multiply-add units the matmul ceiling measures. "
-            "bfloat16 halves the bytes (the depthwise layer alone runs about 2x faster in it), but "
+            "bfloat16 halves the bytes (the depthwise layer alone runs 1.5-2x faster in it), but "
             "the whole of MobileNet runs slower in mixed_bfloat16 than in float32: Keras's "
             "BatchNormalization upcasts its bfloat16 input to float32 and casts back, extra passes "
             "over every map on a network whose layers are already memory-bound. Folding each batch "

@@ -257,9 +257,8 @@ def main(argv=None) -> int:
         record["notes"] = (
             "Measured while other processes shared the CPU: wall-clock rates are lower bounds and vary "
             "with the load between runs. The CPU-time estimates (rate per CPU-second of the benchmark "
-            "process, times the core count) are steadier; fractions of the ceiling and ratios between "
-            "variants computed from them do not depend on the core-count factor, but their absolute "
-            "rates read about 2x high on a VM whose vCPUs share a physical core (see _common.timed).")
+            "process, times the core count) are disturbed less; fractions of the ceiling and ratios "
+            "between variants computed from them are the figures to read (see _common.timed).")
     print()
     print(common.format_table(rows))
     print()
