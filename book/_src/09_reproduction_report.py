@@ -86,9 +86,10 @@ if records:
         name: {
             "what": r.get("name") or r.get("what") or ("benchmarks" if name.startswith("bench") else "variants"),
             "command": r.get("command"),
-            "git commit": ((r.get("git") or {}).get("commit") or r.get("git_commit") or "")[:10] or None,
+            "git commit": ((r.get("git") or r.get("environment", {}).get("git") or {}).get("commit")
+                           or r.get("git_commit") or "")[:10] or None,
             "wall (min)": round(r["wall_s"] / 60, 1) if "wall_s" in r else None,
-            "cpu": (r.get("machine") or {}).get("cpu"),
+            "cpu": (r.get("machine") or r.get("environment", {}).get("machine") or {}).get("cpu"),
             "data files": ((r.get("data") or {}).get("file_list") or {}).get("files"),
         }
         for name, r in records.items()
