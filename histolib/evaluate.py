@@ -210,7 +210,9 @@ def _metric(name: str, y_true, probs, y_pred) -> float:
     if name == "accuracy":
         return float(skm.accuracy_score(y_true, y_pred))
     if name == "balanced_accuracy":
-        return float(skm.balanced_accuracy_score(y_true, y_pred))
+        # The mean recall over the classes present in y_true: balanced_accuracy_score's value,
+        # without its warning when a small test split lacks a class the model predicts.
+        return float(skm.recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
     k = probs.shape[1]
     kwargs = {"average": "binary"} if k == 2 else {"average": "macro", "labels": np.arange(k)}
     score = {"precision": skm.precision_score, "recall": skm.recall_score, "f1": skm.f1_score}[name]
@@ -321,7 +323,9 @@ def paired_comparison(baseline, variant) -> dict:
         ``n``, ``mean_baseline``, ``mean_variant``, ``mean_difference`` (variant - baseline),
         ``ttest_rel`` (``scipy.stats.ttest_rel``: statistic, pvalue) and ``wilcoxon``
         (``scipy.stats.wilcoxon``: statistic, pvalue; with 5 seeds or fewer its two-sided p
-        cannot go below 0.0625, so it alone cannot show a difference there).
+        cannot go below 0.0625, so it alone cannot show a difference there). Where every
+        seed's difference is the same, the t statistic is undefined (no spread): statistic
+        NaN, and p-value 1.0 if the differences are all zero, else NaN.
     """
     from scipy import stats
 
@@ -332,8 +336,12 @@ def paired_comparison(baseline, variant) -> dict:
             "baseline and variant need the same number (>= 2) of per-seed scores. "
             f"Received: {len(a)} and {len(b)}"
         )
-    t = stats.ttest_rel(b, a)
     diff = b - a
+    if np.allclose(diff, diff[0], rtol=0, atol=1e-12):
+        t = {"statistic": float("nan"), "pvalue": 1.0 if abs(diff[0]) <= 1e-12 else float("nan")}
+    else:
+        tr = stats.ttest_rel(b, a)
+        t = {"statistic": float(tr.statistic), "pvalue": float(tr.pvalue)}
     if np.allclose(diff, 0):
         w = {"statistic": float("nan"), "pvalue": 1.0}
     else:
@@ -344,6 +352,6 @@ def paired_comparison(baseline, variant) -> dict:
         "mean_baseline": float(a.mean()),
         "mean_variant": float(b.mean()),
         "mean_difference": float(diff.mean()),
-        "ttest_rel": {"statistic": float(t.statistic), "pvalue": float(t.pvalue)},
+        "ttest_rel": t,
         "wilcoxon": w,
     }

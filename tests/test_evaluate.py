@@ -151,3 +151,28 @@ def test_paired_comparison_matches_the_t_formula():
     assert out["wilcoxon"]["pvalue"] == pytest.approx(2 / 64)
     with pytest.raises(ValueError, match="same number"):
         evaluate.paired_comparison([0.8, 0.9], [0.8])
+
+
+def test_paired_comparison_with_equal_differences_is_undefined_not_a_warning():
+    import warnings
+
+    base = np.array([0.2, 0.2, 0.4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy would warn of catastrophic cancellation
+        same = evaluate.paired_comparison(base, base)
+        shifted = evaluate.paired_comparison(base, base + 0.1)
+    assert same["ttest_rel"]["pvalue"] == 1.0 and math.isnan(same["ttest_rel"]["statistic"])
+    assert math.isnan(shifted["ttest_rel"]["pvalue"]) and shifted["mean_difference"] == pytest.approx(0.1)
+    assert shifted["wilcoxon"]["pvalue"] == pytest.approx(2 / 2**3)
+
+
+def test_balanced_accuracy_ignores_predicted_classes_absent_from_the_split_quietly():
+    import warnings
+
+    y_true = np.array([0, 0, 1, 1, 1])
+    y_pred = np.array([0, 2, 1, 1, 2])  # class 2 predicted, never true
+    probs = np.eye(3)[y_pred]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = evaluate.classification_metrics(y_true, probs)
+    assert metrics["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)  # mean recall of classes 0 and 1
