@@ -49,6 +49,7 @@ if "google.colab" in sys.modules:
 
 # %%
 %matplotlib inline
+import functools
 import json
 import os
 import tempfile
@@ -116,11 +117,8 @@ print("batches:", train_ds.element_spec)
 # `Rescaling` layer has no parameters):
 
 # %%
-def build_model():
-    """The model every run of this chapter trains (a function, so `fit` can build it in a strategy's scope)."""
-    return build_seed_pcam_model((IMAGE_SIZE, IMAGE_SIZE, 3), centre_inputs=CENTRE_INPUTS)
-
-
+# the model every run of this chapter trains: a callable, so `fit` can build it in a strategy's scope
+build_model = functools.partial(build_seed_pcam_model, (IMAGE_SIZE, IMAGE_SIZE, 3), centre_inputs=CENTRE_INPUTS)
 model = build_model()
 print(f"{model.count_params():,} parameters; published: {SEED_PCAM_PARAMS:,}")
 print("tokens:", model.get_layer("tokens").output.shape)

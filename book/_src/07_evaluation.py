@@ -48,6 +48,7 @@ if "google.colab" in sys.modules:
 
 # %%
 %matplotlib inline
+import functools
 import json
 import os
 import tempfile
@@ -107,9 +108,7 @@ test_ds = data.load(DATA, "test", **loader)
 CLASS_NAMES = test_ds.class_names
 
 # %%
-def build_model():
-    return build_seed_pcam_model((IMAGE_SIZE, IMAGE_SIZE, 3), centre_inputs=CENTRE_INPUTS)
-
+build_model = functools.partial(build_seed_pcam_model, (IMAGE_SIZE, IMAGE_SIZE, 3), centre_inputs=CENTRE_INPUTS)
 
 # %% tags=["nbval-ignore-output"]
 run = train.fit(
