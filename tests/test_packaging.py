@@ -77,5 +77,5 @@ def test_wheel_ships_the_data_manifests(tmp_path):
                     "-w", str(tmp_path), str(source)], check=True, timeout=300)
     (wheel,) = tmp_path.glob("histolib-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "histolib/data/pcam.json" in names
+    assert "histolib/data/pcam.json" in names and "histolib/data/ovarian.sha256" in names
     assert not [n for n in names if n.startswith(("tests/", "book/", "bench/"))]
