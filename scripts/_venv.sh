@@ -1,5 +1,6 @@
 # Sourced by the quick-start scripts: make .venv (Python 3.10+) and install histolib with the given extras.
 set -euo pipefail
+START_DIR=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [[ ! -x .venv/bin/python ]]; then

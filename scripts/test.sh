@@ -3,4 +3,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/test_layers.py -x`.
 source "$(dirname "$0")/_venv.sh" "cpu,book,dev"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3} TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-0}
-exec .venv/bin/python -m pytest "$@"
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+source scripts/_hint.sh
+exit "$status"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import http.server
+import importlib.util
 import json
 import os
 import re
@@ -28,13 +29,20 @@ BOOK = ROOT / "book"
 CHAPTER_NUMBERS = [f"{i:02d}" for i in range(10)]
 SECTIONS = ["Overview", "Prerequisites", "Imports", "Summary", "Exercises", "Resources",
             "What's next"]
-COLAB = "https://colab.research.google.com/github/histolib/histolib/blob/main/book/{}"
 # (page, section anchor): the gallery of chapter 1 and the equations and maps of chapter 4.
 SCREENSHOT_PAGES = [("01_data", "patchcamelyon-and-the-centre-32x32-rule"),
                     ("04_attention", "differential-attention-ye-et-al-2024")]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
+
+
+def _percent2nb():
+    """book/_tools/percent2nb.py as a module (the tool that writes notebooks from sources)."""
+    spec = importlib.util.spec_from_file_location("percent2nb", BOOK / "_tools" / "percent2nb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _toc_files() -> list[tuple[str, str]]:
@@ -127,13 +135,33 @@ def test_chapter_follows_the_template(name):
     assert re.search(r"```\{dropdown\}|:::\{dropdown\}|\{toggle\}", exercises), (
         "exercise solutions are folded away in a dropdown")
 
-    assert COLAB.format(path.name) in nb.cells[0].source, "Open in Colab badge in the title cell"
+    colab = _percent2nb().placeholders(name)["colab_url"]
+    assert f"[Open in Colab]({colab})" in nb.cells[0].source, "Open in Colab link in the title cell"
     setup = [c for c in code if '"google.colab" in sys.modules' in c]
     assert setup and "pip install" in setup[0], "a setup cell that installs histolib on Colab only"
     assert any("HISTOLIB_PROFILE" in c and "PROFILE" in c for c in code), "hyperparameter cell"
     assert any(re.search(r"^(import|from) histolib", c, flags=re.M) for c in code)
     hidden = [c for c in code if re.search(r"^(def|class) \w", c, flags=re.M)]
     assert not hidden, f"library code belongs in histolib, not in cells: {hidden[0][:80]!r}"
+
+
+@pytest.mark.parametrize("source", sorted((BOOK / "_src").glob("*.py")), ids=lambda p: p.stem)
+def test_notebook_is_what_percent2nb_writes_from_its_source(source):
+    tool = _percent2nb()
+    expected = tool.parse(tool.expand(source.read_text(), source.stem))
+    stored = nbformat.read(BOOK / f"{source.stem}.ipynb", as_version=4)
+    assert [c.source for c in stored.cells] == [c.source for c in expected.cells], (
+        f"book/{source.stem}.ipynb differs from book/_src/{source.stem}.py: run book/_tools/percent2nb.py")
+    tool.reuse_outputs(expected, stored, source.stem)  # cell types and tags too
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_markdown_shows_no_remote_images(path):
+    """Remote images (the old Colab badge) show broken offline; links are fine."""
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    remote = re.findall(r"!\[[^\]]*\]\((?:https?:)?//[^)]*\)|<img[^>]+src=\"(?:https?:)?//", markdown)
+    assert not remote, f"{path.name}: {remote}"
 
 
 # --- (b) a clean build with warnings as errors -------------------------------------------------

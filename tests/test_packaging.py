@@ -77,5 +77,31 @@ def test_wheel_ships_the_data_manifests(tmp_path):
                     "-w", str(tmp_path), str(source)], check=True, timeout=300)
     (wheel,) = tmp_path.glob("histolib-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "histolib/data/pcam.json" in names
+    assert "histolib/data/pcam.json" in names and "histolib/data/ovarian.sha256" in names
     assert not [n for n in names if n.startswith(("tests/", "book/", "bench/"))]
+
+
+def test_the_repository_address_has_one_setting():
+    """repository.url in _config.yml; notebooks get it from book/_tools/percent2nb.py (a test in
+    test_book.py checks each is what the tool writes from its source), nothing else types it."""
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    owner_repo = url.rstrip("/").removeprefix("https://github.com/")
+    assert owner_repo.count("/") == 1, url
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    generated = {f"book/{p.stem}.ipynb" for p in (ROOT / "book" / "_src").glob("*.py")}
+    copies = []
+    for name in listed.stdout.splitlines():
+        path = ROOT / name
+        if name in generated or name == "_config.yml" or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        if owner_repo.lower() in text.lower():
+            copies.append(name)
+    assert not copies, f"the repository address is typed in {copies}; read it from _config.yml"
+    assert (ROOT / "_config.yml").read_text().count(owner_repo) == 1

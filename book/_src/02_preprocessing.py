@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Preprocessing: scaling, augmentation, imbalance and splits
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/histolib/histolib/blob/main/book/02_preprocessing.ipynb)
+# [Open in Colab]({{ colab_url }})
 #
 # ## Overview
 #
@@ -33,7 +33,7 @@
 import sys
 
 if "google.colab" in sys.modules:
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 
 # %% [markdown]
 # ## Imports

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Backbones: InceptionV3, Xception and MobileNet
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/histolib/histolib/blob/main/book/03_backbones.ipynb)
+# [Open in Colab]({{ colab_url }})
 #
 # ## Overview
 #
@@ -38,7 +38,7 @@
 import sys
 
 if "google.colab" in sys.modules:
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 
 # %% [markdown]
 # ## Imports

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Attention: self, thresholded and differential
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/histolib/histolib/blob/main/book/04_attention.ipynb)
+# [Open in Colab]({{ colab_url }})
 #
 # ## Overview
 #
@@ -35,7 +35,7 @@
 import sys
 
 if "google.colab" in sys.modules:
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 
 # %% [markdown]
 # ## Imports
@@ -271,7 +271,9 @@ print(f"share of negative entries: {(A_diff < 0).mean():.1%}")
 # one feature vector, on a background that shares another, plus noise. For the query at the lesion's
 # centre, each panel shows its row of the map, laid back on the grid. The layers are random (untrained)
 # and the input is synthetic: the pictures show how each block distributes its weights, not what a
-# trained model would attend to.
+# trained model would attend to. Weights that cannot be negative get a sequential scale from zero
+# (white) to the row's largest weight; the signed differential map gets a diverging one, blue below
+# zero and red above, so white means zero in every panel.
 
 # %%
 lesion = np.zeros((7, 7), bool)
@@ -292,7 +294,8 @@ axes[0].plot(4, 3, "r+", ms=12, mew=2)
 for ax, (title, row) in zip(axes[1:], maps.items()):
     row = ops.convert_to_numpy(row)[query].reshape(7, 7)
     limit = np.abs(row).max()
-    image = ax.imshow(row, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    signed = row.min() < 0  # only the differential map has negative weights
+    image = ax.imshow(row, cmap="RdBu_r" if signed else "Reds", vmin=-limit if signed else 0, vmax=limit)
     ax.set_title(title, fontsize=9)
     ax.plot(4, 3, "k+", ms=12, mew=2)
     ax.add_patch(plt.Rectangle((2.5, 1.5), 3, 3, fill=False, ec="k", lw=1))  # the lesion

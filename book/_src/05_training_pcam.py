@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Training the PCam seed model
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/histolib/histolib/blob/main/book/05_training_pcam.ipynb)
+# [Open in Colab]({{ colab_url }})
 #
 # ## Overview
 #
@@ -42,7 +42,7 @@
 import sys
 
 if "google.colab" in sys.modules:
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 
 # %% [markdown]
 # ## Imports
@@ -393,10 +393,10 @@ ON_COLAB_TPU = "google.colab" in sys.modules and bool(
 ROUTE = os.environ.get("HISTOLIB_TPU_ROUTE", "jax")  # "tensorflow" (route A) or "jax" (route B)
 if ON_COLAB_TPU and ROUTE == "tensorflow":
     !pip install -q "tensorflow-tpu==2.20.0" "keras==3.15.1" -f https://storage.googleapis.com/libtpu-tf-releases/index.html
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 elif ON_COLAB_TPU and ROUTE == "jax":
     !pip install -q "jax[tpu]==0.10.2" "keras==3.15.1" "tensorflow-cpu==2.21.0"
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 print(f"Colab TPU runtime: {ON_COLAB_TPU}; route {ROUTE!r}:",
       "installed, now restart the runtime" if ON_COLAB_TPU else "nothing installed here")
 

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Evaluation: metrics, intervals and comparisons
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/histolib/histolib/blob/main/book/07_evaluation.ipynb)
+# [Open in Colab]({{ colab_url }})
 #
 # ## Overview
 #
@@ -41,7 +41,7 @@
 import sys
 
 if "google.colab" in sys.modules:
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 
 # %% [markdown]
 # ## Imports

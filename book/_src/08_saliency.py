@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Saliency: where the models look, and whether it is the lesion
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/histolib/histolib/blob/main/book/08_saliency.ipynb)
+# [Open in Colab]({{ colab_url }})
 #
 # ## Overview
 #
@@ -37,7 +37,7 @@
 import sys
 
 if "google.colab" in sys.modules:
-    !pip install -q "histolib @ git+https://github.com/histolib/histolib"
+    !pip install -q "histolib @ git+{{ repository_url }}"
 
 # %% [markdown]
 # ## Imports

@@ -1,20 +1,38 @@
-"""Image folders: ``root/[split/]class/*.{png,jpg,jpeg,tif,tiff}``.
+"""Image folders: ``root/[split/]class/<image files>``, read as they come.
 
-Class names are the class folder names, sorted (``"0"``, ``"1"`` for the PCam JPEG patches;
-``CC, EC, HGSC, LGSC, MC`` for the ovarian subtype sets); labels are their positions. With split
-folders (``train``, ``valid``, ``test``) ``split`` picks one; without them the seeded stratified
-split of :mod:`histolib.data.splits` applies, grouped by a patient or slide key when asked.
+Class names are the class folder names, sorted, exactly as spelt on disk (``"0"``, ``"1"`` for
+the PCam JPEG patches; ``Clear_Cell, Endometri, Mucinous, Non_Cancerous, Serous`` for the real
+ovarian set); labels are their positions. Names to show in tables and plots are a separate
+choice: :func:`display_names` maps them (``histolib.data.ovarian.DISPLAY_NAMES`` gives the
+ovarian seed's CC, EC, MC, HGSC+LGSC). With split folders (``train``, ``valid``, ``test``)
+``split`` picks one; without them the seeded stratified split of :mod:`histolib.data.splits`
+applies, grouped when asked (:mod:`histolib.data.groups`: file-name patterns, a CSV of groups,
+near-duplicate groups).
 
-Reading is ``tf.io.read_file`` and TensorFlow's decoders in a parallel ``map``; TIFF, which
-TensorFlow cannot decode, goes through tifffile. A file that is not a complete PNG or JPEG
-(empty, truncated, another format under an image suffix) stops the pipeline with an error that
-names it, instead of a bare decode failure deep in tf.data. Other files (``.txt``, ``.csv``,
-``Thumbs.db`` ...) are skipped with a warning. Images must all have one size unless
-``image_size`` is given; a mismatch names the file.
+Which files: every file whose suffix (any case) is one of `IMAGE_SUFFIXES`; spaces and odd
+characters in names are fine. Other files (``.txt``, ``.csv``, ``Thumbs.db`` ...) are skipped
+with one warning. What a file holds decides how it is decoded (:mod:`histolib.data.images`): a
+GIF named ``.jpg`` reads, an RGBA PNG loses its alpha channel, a text file named ``.png`` is an
+error naming it.
+
+Checked before use: the first time a folder's images are streamed (``histolib.data.load``, not
+``info``), every image file under ``root`` (all splits) is decoded once
+(:func:`histolib.data.images.check_files`); all unreadable files are reported in one
+``ValueError`` before any batch is made, and the answer is cached per folder in the user cache,
+so later runs pay one ``stat`` per file. A file that changes afterwards still fails in the
+pipeline, with its name in the error.
+
+Sizes and resizing: without ``image_size`` every image must have one size (a mismatch is an
+error naming a file of another size). With ``image_size=(h, w)`` each image is resized to
+exactly ``h x w``, bilinear with antialiasing, **without keeping its aspect ratio**: the whole
+field of view is kept and stretched (Keras's ``image_dataset_from_directory`` does the same by
+default, and so did the ovarian seed's loader). An 888x550 ovarian micrograph at 224 px is thus
+squeezed 1.6x along its long side; crop first if shapes must be kept.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -23,11 +41,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from histolib.data import images as _images
 from histolib.data import splits as _splits
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-"""File suffixes read as images (case-insensitive)."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
+"""File suffixes listed as images (case-insensitive); the content decides the decoder."""
 
 SPLIT_DIRS = _splits.SPLITS
 
@@ -104,84 +123,33 @@ def group_keys(paths, group_by) -> np.ndarray:
     return np.array(keys)
 
 
-# ----------------------------------------------------------------------------- decoding
-def _read_tiff(path) -> np.ndarray:
-    import tifffile
-
-    path = np.asarray(path).item()
-    path = path.decode() if isinstance(path, bytes) else str(path)
-    try:
-        image = np.asarray(tifffile.imread(path))
-    except Exception as err:  # tifffile raises many types; say which file, keep the cause
-        raise ValueError(f"corrupt or unreadable TIFF image: {path} ({type(err).__name__}: {err})") from err
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"TIFF image {path} has shape {image.shape}; expected (h, w), (h, w, 3) or (h, w, 4)")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    image = image[..., :3]
-    if image.dtype != np.uint8:
-        if image.dtype == np.uint16:
-            image = (image // 257).astype(np.uint8)
-        elif np.issubdtype(image.dtype, np.floating) and image.max() <= 1.0:
-            image = np.round(image * 255).astype(np.uint8)
-        else:
-            raise ValueError(f"TIFF image {path} has dtype {image.dtype}; expected uint8, uint16 or float in [0, 1]")
-    return image
+def _common_size(found, paths) -> tuple[int, int]:
+    """The one ``(h, w)`` of ``paths`` according to the check ``found``; ``ValueError`` naming
+    two files of different sizes otherwise."""
+    size_of = {p: tuple(int(v) for v in s) for p, s in zip(found.paths, found.shapes)}
+    sizes = {}
+    for path in paths:
+        sizes.setdefault(size_of[path], path)
+    if len(sizes) > 1:
+        (a, pa), (b, pb) = list(sizes.items())[:2]
+        raise ValueError(f"images differ in size ({len(sizes)} sizes): {pa} is {a[0]}x{a[1]}, {pb} is "
+                         f"{b[0]}x{b[1]}; pass image_size=(h, w) (--image-size) to resize them all")
+    return next(iter(sizes))
 
 
-def _complete_png_or_jpeg(data):
-    """True when ``data`` starts like a PNG or JPEG and ends like one (IEND chunk / EOI marker)."""
-    size = tf.strings.length(data)
-    png = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n"),
-                         tf.equal(tf.strings.substr(data, tf.maximum(size - 8, 0), 4), b"IEND"))
-    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(size - 32, 0), 32), tf.uint8)
-    eoi = tf.reduce_any(tf.logical_and(tf.equal(tail[:-1], 0xFF), tf.equal(tail[1:], 0xD9)))
-    jpeg = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8"), eoi)
-    return tf.logical_and(size >= 16, tf.logical_or(png, jpeg))
-
-
-def _decode_tf(path):
-    data = tf.io.read_file(path)
-    check = tf.debugging.Assert(_complete_png_or_jpeg(data), [
-        "corrupt or unreadable image file (not a complete PNG or JPEG):", path], summarize=1)
-    with tf.control_dependencies([check]):
-        return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-
-
-def _decode_tiff(path):
-    image = tf.numpy_function(_read_tiff, [path], tf.uint8, stateful=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
-def decoder(paths):
-    """A TensorFlow function ``path -> uint8 (h, w, 3)`` suited to the suffixes in ``paths``."""
-    lower = np.char.lower(np.asarray(paths, dtype=str))
-    tiff = np.char.endswith(lower, ".tif") | np.char.endswith(lower, ".tiff")
-    if tiff.all():
-        return _decode_tiff
-    if not tiff.any():
-        return _decode_tf
-
-    def decode(path):
-        is_tiff = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.tiff?")
-        return tf.cond(is_tiff, lambda: _decode_tiff(path), lambda: _decode_tf(path))
-
-    return decode
-
-
-def read_image(path) -> np.ndarray:
-    """Read one image as uint8 ``(h, w, 3)``, with the same decoders and checks as the pipeline."""
-    return decoder([str(path)])(tf.constant(str(path))).numpy()
-
-
-def files_selection(class_names, paths, labels_all, indices) -> Selection:
+def files_selection(class_names, paths, labels_all, indices, *, check=None) -> Selection:
     """A selection that reads image files ``paths[indices]`` with their labels.
 
-    Without ``image_size`` every image must have the size of the first one; a mismatch stops
-    the pipeline with an error naming the file and suggesting ``image_size``.
+    Args:
+        class_names, paths, labels_all, indices: names in label order, every file of the source,
+            their labels, and which of them in reading order (repeats allowed).
+        check: ``None``, or a zero-argument function returning the
+            `histolib.data.images.FileCheck` of a set that holds these files; it runs when
+            batches are first asked for (so ``info`` decodes nothing) and raises on unreadable
+            files before any batch exists.
+
+    Without ``image_size`` every image must have one size: known from ``check`` up front, else
+    from the first image with a pipeline error naming the first file that differs.
     """
     indices = np.asarray(indices, dtype=np.int64)
     paths = np.asarray(paths, dtype=str)
@@ -191,20 +159,23 @@ def files_selection(class_names, paths, labels_all, indices) -> Selection:
     def batches(batch_size, shuffle, seed, image_size):
         if len(sel_paths) == 0:
             raise ValueError("no images in this selection")
-        decode = decoder(sel_paths)
-        expected = None if image_size is not None else read_image(sel_paths[0]).shape[:2]
+        found = check() if check is not None else None
+        expected = None
+        if image_size is None:
+            expected = (_common_size(found, sel_paths) if found is not None
+                        else _images.read_image(sel_paths[0]).shape[:2])
         ds = tf.data.Dataset.from_tensor_slices((sel_paths, labels))
         if shuffle:
             ds = ds.shuffle(len(sel_paths), seed=seed, reshuffle_each_iteration=True)
 
         def load_one(path, y):
-            image = decode(path)
+            image = _images.decode(path)
             if expected is not None:
                 same = tf.reduce_all(tf.equal(tf.shape(image)[:2], expected))
-                check = tf.debugging.Assert(same, [
+                check_size = tf.debugging.Assert(same, [
                     "image", path, "has size", tf.shape(image)[:2], "but the first image has",
                     tf.constant(expected), "; pass image_size=(h, w) to resize"], summarize=3)
-                with tf.control_dependencies([check]):
+                with tf.control_dependencies([check_size]):
                     image = tf.identity(image)
                 image = tf.ensure_shape(image, [*expected, 3])
             return to_float(image, image_size), y
@@ -214,16 +185,57 @@ def files_selection(class_names, paths, labels_all, indices) -> Selection:
     return Selection(list(class_names), labels, batches, sel_paths)
 
 
+def all_files(root) -> np.ndarray:
+    """Every image file of the folder source at ``root`` (all splits), sorted by split, class and
+    name: what :func:`check_folder` decodes."""
+    lay = layout(root)
+    bases = [Path(root) / s for s in lay["splits"]] or [Path(root)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # list_files warns once per split already
+        return np.concatenate([list_files(b, lay["class_names"])[0] for b in bases])
+
+
+def check_folder(root, *, use_cache: bool = True):
+    """Decode every image file under ``root`` once (cached); see
+    :func:`histolib.data.images.check_files`.
+
+    Returns:
+        The `histolib.data.images.FileCheck`.
+
+    Raises:
+        histolib.data.images.UnreadableImagesError: a ``ValueError`` naming the first ten
+            unreadable files (and counting the rest).
+    """
+    return _images.check_files(all_files(root), where=str(root), use_cache=use_cache)
+
+
+def display_names(class_names, mapping=None) -> list[str]:
+    """Names to show for ``class_names``: ``mapping[name]`` where given, the name itself otherwise.
+
+    Labels and the order of classes never change; only what tables and plots print does. E.g.
+    ``display_names(info["class_names"], histolib.data.ovarian.DISPLAY_NAMES)`` gives
+    ``["CC", "EC", "MC", "Non_Cancerous", "HGSC+LGSC"]`` for the ovarian folders.
+    """
+    mapping = dict(mapping or {})
+    unknown = sorted(set(mapping) - set(class_names))
+    if unknown:
+        raise ValueError(f"mapping names classes that are not there: {unknown}; classes are "
+                         f"{list(class_names)}. Received: mapping={mapping!r}")
+    return [str(mapping.get(name, name)) for name in class_names]
+
+
 def selection(root, split: str, *, fractions=(0.8, 0.1, 0.1), seed: int = 0, group_by=None,
               oversample=None) -> Selection:
     """One split of the image folder at ``root``.
 
     With split folders, ``split`` must be one of them (``fractions`` and ``group_by`` do not
     apply); without, the seeded stratified (or grouped) split gives it. ``oversample`` as in
-    :func:`histolib.data.splits.select` (``"before"`` only without split folders).
+    :func:`histolib.data.splits.select` (``"before"`` only without split folders). Streaming
+    the selection first checks every image file under ``root`` (:func:`check_folder`).
     """
     lay = layout(root)
     root = Path(root)
+    check = functools.partial(check_folder, root)  # runs when batches are first made
     if lay["splits"]:
         if split not in lay["splits"]:
             raise ValueError(f"{root} has split folders {lay['splits']} and no {split!r} folder. "
@@ -237,11 +249,11 @@ def selection(root, split: str, *, fractions=(0.8, 0.1, 0.1), seed: int = 0, gro
         idx = np.arange(len(paths))
         if oversample == "after" and split == "train":
             idx = _splits.oversample(idx, labels, seed)
-        return files_selection(lay["class_names"], paths, labels, idx)
+        return files_selection(lay["class_names"], paths, labels, idx, check=check)
     paths, labels = list_files(root, lay["class_names"])
     if len(paths) == 0:
         raise ValueError(f"no images under {root}/<class>/ (expected {', '.join(IMAGE_SUFFIXES)})")
     groups = None if group_by is None else group_keys(paths, group_by)
     idx = _splits.select(labels, split, fractions=fractions, seed=seed, groups=groups,
                          oversample_order=oversample)
-    return files_selection(lay["class_names"], paths, labels, idx)
+    return files_selection(lay["class_names"], paths, labels, idx, check=check)

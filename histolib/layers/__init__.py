@@ -1,4 +1,5 @@
-"""Attention layers over image tokens, in Keras 3 (``keras.ops`` only, any backend).
+"""Attention layers over image tokens and over bags of instances, in Keras 3 (``keras.ops``
+only, any backend).
 
 - `SelfAttention`: single-head scaled dot-product attention, the PCam seed's block.
 - `ThresholdedAttention`: unscaled softmax with below-uniform weights zeroed, the ovarian
@@ -6,20 +7,30 @@
 - `DifferentialAttention`: Ye et al. 2024's differential attention, head pairs as in the
   official code.
 
-All take tokens ``(batch, n, channels)`` or a feature map ``(batch, h, w, channels)``
+The three take tokens ``(batch, n, channels)`` or a feature map ``(batch, h, w, channels)``
 (flattened row-major by `to_tokens`), accept ``return_attention_scores=True`` to return
 ``(output, map)`` with the map in float32, compute their softmax in float32 under
 ``mixed_bfloat16``, run under ``jit_compile=True`` and on the TensorFlow and JAX backends,
 and are registered serializable under the package name ``"histolib"``.
+
+Over bags of instances (multiple-instance learning, `histolib.layers.mil`):
+
+- `AttentionMILPooling`: Ilse et al. 2018's attention pooling, plain or gated, with a padding
+  mask; ``return_attention_scores=True`` gives ``(pooled, scores)``, one weight per instance.
+- `MaskedGlobalMaxPooling1D`: the max over a bag's real instances (Keras's
+  ``GlobalMaxPooling1D`` ignores masks).
 """
 
 from histolib.layers.differential import DifferentialAttention, lambda_init_for_depth
+from histolib.layers.mil import AttentionMILPooling, MaskedGlobalMaxPooling1D
 from histolib.layers.self_attention import SelfAttention
 from histolib.layers.thresholded import ThresholdedAttention
 from histolib.layers.tokens import to_tokens
 
 __all__ = [
+    "AttentionMILPooling",
     "DifferentialAttention",
+    "MaskedGlobalMaxPooling1D",
     "SelfAttention",
     "ThresholdedAttention",
     "lambda_init_for_depth",
