@@ -11,6 +11,8 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
   ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``.
 - `build_model(name, *, num_classes=2, input_shape=None, weights="auto")`: the command
   line's names, `list_models()`.
+- `with_augmentation(model, augment, seed=0)`: the model with an augmentation set inside its
+  training step (identity at inference), so the host only decodes.
 - `fold_batch_norm(model)`: an inference copy with each BatchNormalization folded into the
   convolution before it (faster, most of all under ``mixed_bfloat16`` on a CPU).
 - `get_backbone(name)` gives a backbone's spec (scaling, sizes, Grad-CAM layer, channels);
@@ -33,6 +35,7 @@ any model uses:
 - ``predicted_class(probs, threshold=0.5)``: int labels ``(batch,)``.
 """
 
+from histolib.models.augmented import with_augmentation
 from histolib.models.backbones import (
     BACKBONES,
     MIN_GRID,
@@ -74,4 +77,5 @@ __all__ = [
     "loss_for",
     "positive_probability",
     "predicted_class",
+    "with_augmentation",
 ]
