@@ -337,19 +337,22 @@ def attention_map(model: keras.Model, images, *, layer: str | None = None,
     return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
 
 
-def overlay(image, heatmap, *, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+def overlay(image, heatmap, *, alpha: float = 0.45, cmap=None) -> np.ndarray:
     """An image with a heatmap blended over it, as an array ready for ``imshow`` or saving.
 
     Args:
         image: ``(h, w, 3)`` uint8, or float in [0, 1].
         heatmap: ``(h, w)`` float in [0, 1].
         alpha: the heatmap's weight in the blend.
-        cmap: a matplotlib colormap name.
+        cmap: a matplotlib colour map or its name; default `histolib.plots.OVERLAY_CMAP`
+            (chosen for H&E: no pink or purple).
 
     Returns:
         ``(h, w, 3)`` float32 in [0, 1].
     """
     import matplotlib
+
+    from histolib.plots import OVERLAY_CMAP
 
     image = np.asarray(image)
     heatmap = np.asarray(heatmap, dtype=np.float32)
@@ -361,7 +364,7 @@ def overlay(image, heatmap, *, alpha: float = 0.45, cmap: str = "jet") -> np.nda
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"Expected alpha in [0, 1]. Received: alpha={alpha}")
     base = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    colours = matplotlib.colormaps[cmap](np.clip(heatmap, 0.0, 1.0))[..., :3].astype(np.float32)
+    colours = matplotlib.colormaps.get_cmap(cmap or OVERLAY_CMAP)(np.clip(heatmap, 0.0, 1.0))[..., :3].astype(np.float32)
     return np.clip((1.0 - alpha) * base + alpha * colours, 0.0, 1.0)
 
 
