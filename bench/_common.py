@@ -18,10 +18,8 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +29,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere imports this checkout's histolib
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from histolib import provenance  # noqa: E402  (after the path and the environment are set)
+from histolib.data._net import atomic_write_text  # noqa: E402
 
 
 def parser(doc: str, name: str) -> argparse.ArgumentParser:
@@ -94,46 +95,18 @@ CONTENDED_SHARE = 0.05
 
 
 def cpu_info() -> dict:
-    """CPU model, usable logical CPUs and the flags that decide TensorFlow's speed."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {"cpu": model, "logical_cpus": usable, "cpu_flags": [f for f in wanted if f in flags]}
+    """CPU model, usable logical CPUs and the flags that decide TensorFlow's speed
+    (`histolib.provenance.cpu_info`)."""
+    return provenance.cpu_info()
 
 
 def git_commit() -> dict:
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
-                                "--", "histolib", "bench"], capture_output=True, text=True, timeout=10,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "modified": None}
-    return {"commit": commit, "modified": bool(dirty)}
+    """The commit, and whether ``histolib/`` or ``bench/`` hold uncommitted changes."""
+    return provenance.git_state("histolib", "bench")
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "histolib"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    if "tensorflow" not in out and "tensorflow-cpu" in out:  # the CPU wheel's distribution name
-        out["tensorflow"] = out["tensorflow-cpu"]
-    return out
+    return provenance.package_versions(("tensorflow", "tensorflow-cpu", "keras", "numpy", "histolib"))
 
 
 def environment(load_at_start: list[float] | None = None) -> dict:
@@ -238,9 +211,7 @@ def _num(x) -> str:
 def write_record(record: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def finish(record: dict, args, load_start) -> int:

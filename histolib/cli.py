@@ -226,11 +226,9 @@ def choose_precision(name: str = "auto") -> str:
         return "mixed_bfloat16"
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "mixed_bfloat16" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "float32"
+    from histolib.provenance import has_bfloat16
+
+    return "mixed_bfloat16" if has_bfloat16() else "float32"
 
 
 def file_list_digest(root) -> dict:
@@ -313,6 +311,9 @@ def _train(args) -> int:
     if folder is not None:
         record["data"]["file_list"] = file_list_digest(folder)
     class_weight = ("balanced", train_info["counts"]) if args.class_weight == "balanced" else None
+    import keras
+
+    keras.utils.set_random_seed(args.seed)  # once, for the initial weights and dropout
     result = train.fit(
         lambda: _build_with_policy(precision, args.model, num_classes=num_classes, input_shape=input_shape,
                                    weights=weights),

@@ -39,13 +39,15 @@ def as_class_probs(outputs) -> np.ndarray:
 def load_model(path):
     """Load a ``.keras`` model saved by histolib, for inference (``compile=False``).
 
-    Imports `histolib.layers` first, so the custom attention layers are registered.
+    Imports `histolib.layers` and `histolib.data.augment` first, so the custom attention and
+    augmentation layers are registered.
 
     Raises:
         ValueError: ``path`` is not a readable ``.keras`` model (the message names it).
     """
     import keras
 
+    import histolib.data.augment  # noqa: F401  (registers TrainingAugmentation & co.)
     import histolib.layers  # noqa: F401  (registers SelfAttention & co. with Keras)
 
     try:
@@ -57,27 +59,58 @@ def load_model(path):
 def dihedral_views(images):
     """The 8 flips/rotations of a batch ``(b, h, w, c)`` with ``h == w``, as a list of 8 tensors.
 
-    The dihedral group of the square: rotations by 0, 90, 180 and 270 degrees, each with and
-    without a left-right flip. Tissue has no preferred orientation, so a patch's label is the
-    same in all 8 views.
+    The dihedral group of the square: rotations by 0, 90, 180 and 270 degrees (anticlockwise),
+    each without and with a left-right flip. Tissue has no preferred orientation, so a patch's
+    label is the same in all 8 views. Computed with ``keras.ops``: the views are tensors of the
+    Keras backend in use (TensorFlow or JAX).
     """
-    import tensorflow as tf
+    import keras
 
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4 or images.shape[1] != images.shape[2]:
+    images = keras.ops.convert_to_tensor(images)
+    if len(images.shape) != 4 or images.shape[1] != images.shape[2]:
         raise ValueError(
             "test-time augmentation needs square images (batch, h, h, channels). "
             f"Received: shape={tuple(images.shape)}"
         )
     views = []
     for k in range(4):
-        rotated = tf.image.rot90(images, k=k)
-        views += [rotated, tf.image.flip_left_right(rotated)]
+        rotated = keras.ops.rot90(images, k=k, axes=(1, 2))
+        views += [rotated, keras.ops.flip(rotated, axis=2)]
     return views
 
 
+def _replicas() -> int:
+    """Devices a batch is split over under the Keras distribution in force (1 without one)."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return 1 if distribution is None else int(np.prod(distribution.device_mesh.shape))
+
+
+def _predict_batch(model, images: np.ndarray, size: int, tta: bool) -> np.ndarray:
+    """``model``'s float32 outputs ``(n, k)`` for ``images`` ``(n, h, w, c)``, ``n <= size``.
+
+    The batch is zero-padded to ``size`` images, so every call has the same shape and the
+    model's predict function (a ``tf.function`` or a ``jax.jit``) is traced once.
+    """
+    import keras
+
+    n = len(images)
+    if n < size:
+        images = np.concatenate([images, np.zeros((size - n, *images.shape[1:]), images.dtype)])
+    if not tta:
+        return np.asarray(model.predict_on_batch(images), np.float32)[:n]
+    views = keras.ops.concatenate(dihedral_views(images), axis=0)  # (8 * size, h, w, c)
+    out = np.asarray(model.predict_on_batch(views), np.float32)
+    return out.reshape(8, size, *out.shape[1:]).mean(axis=0)[:n]
+
+
 def predict(model, dataset, *, tta: bool = False, steps: int | None = None, progress: bool = False):
-    """Labels and class probabilities of ``model`` over ``dataset``.
+    """Labels and class probabilities of ``model`` over ``dataset``, under any Keras backend.
+
+    Batches go through ``model.predict_on_batch`` (no TensorFlow outside the ``tf.data``
+    input), each padded to the size of the first (rounded up to a multiple of the devices of
+    the Keras distribution in force), so the model is compiled once.
 
     Args:
         model: a Keras model whose output is probabilities (sigmoid ``(b, 1)`` or softmax).
@@ -90,17 +123,6 @@ def predict(model, dataset, *, tta: bool = False, steps: int | None = None, prog
         ``(y_true (n,) int64, probs (n, k) float64)`` with ``k >= 2`` (see `as_class_probs`).
     """
     import keras
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True, autograph=False)  # plain Python control flow only
-    def forward(images):
-        if not tta:
-            return tf.cast(model(images, training=False), tf.float32)
-        views = dihedral_views(images)
-        b = tf.shape(images)[0]
-        out = tf.cast(model(tf.concat(views, axis=0), training=False), tf.float32)
-        out = tf.reshape(out, tf.concat([[len(views), b], tf.shape(out)[1:]], axis=0))
-        return tf.reduce_mean(out, axis=0)
 
     if steps is not None:
         dataset = dataset.take(steps)
@@ -109,9 +131,12 @@ def predict(model, dataset, *, tta: bool = False, steps: int | None = None, prog
         cardinality = int(dataset.cardinality())
         total = cardinality if cardinality >= 0 else None
     bar = keras.utils.Progbar(total, unit_name="batch") if progress else None
-    labels, outputs = [], []
-    for i, (images, y) in enumerate(dataset):
-        outputs.append(forward(images).numpy())
+    labels, outputs, size = [], [], None
+    for i, (images, y) in enumerate(dataset.as_numpy_iterator()):
+        if size is None:
+            size = -(-len(images) // _replicas()) * _replicas()
+        for start in range(0, len(images), size):  # a later batch larger than the first
+            outputs.append(_predict_batch(model, images[start:start + size], size, tta))
         labels.append(np.asarray(y).reshape(-1))
         if bar is not None:
             bar.update(i + 1)
@@ -355,3 +380,42 @@ def paired_comparison(baseline, variant) -> dict:
         "ttest_rel": t,
         "wilcoxon": w,
     }
+
+
+def instance_auc(scores, mask, instance_labels, bag_labels) -> dict:
+    """How well per-instance scores (attention weights) find the positive instances of positive bags.
+
+    Multiple-instance learning trains on bag labels only; where the instance labels are known
+    (PCam bags: which patches hold tumour), this measures what the instance scores learned.
+    Only positive bags count (a negative bag has no positive instance to find).
+
+    Args:
+        scores: ``(b, n)`` a score per instance, higher meaning "more likely positive".
+        mask: ``(b, n)`` bool, True on real instances.
+        instance_labels: ``(b, n)`` int, 1 on positive instances (anything on padding).
+        bag_labels: ``(b,)`` int.
+
+    Returns:
+        ``auc``: the mean over positive bags holding both kinds of instance of the ROC AUC of
+        the scores within the bag (0.5: no better than chance; scale-free, so bags of any size
+        count alike); ``n_bags``: how many bags that mean is over; ``top1``: the share of
+        positive bags whose highest-scoring instance is positive (chance: the share of
+        positive instances, ``chance_top1``).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    scores, mask = np.asarray(scores, np.float64), np.asarray(mask, bool)
+    labels, bag_labels = np.asarray(instance_labels), np.asarray(bag_labels).reshape(-1)
+    if not scores.shape == mask.shape == labels.shape or scores.ndim != 2 or len(bag_labels) != len(scores):
+        raise ValueError("scores, mask and instance_labels must be (bags, instances) and bag_labels (bags,). "
+                         f"Received: shapes {scores.shape}, {mask.shape}, {labels.shape}, {bag_labels.shape}")
+    aucs, top, chance = [], [], []
+    for i in np.flatnonzero(bag_labels == 1):
+        y, s = labels[i][mask[i]], scores[i][mask[i]]
+        if 0 < y.sum() < len(y):
+            aucs.append(roc_auc_score(y, s))
+        top.append(float(y[np.argmax(s)] == 1))
+        chance.append(float(y.mean()))
+    return {"auc": float(np.mean(aucs)) if aucs else float("nan"), "n_bags": len(aucs),
+            "top1": float(np.mean(top)) if top else float("nan"),
+            "chance_top1": float(np.mean(chance)) if chance else float("nan")}

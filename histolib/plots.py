@@ -12,9 +12,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from histolib import evaluate
+
+#: Colour map and opacity of maps drawn over H&E tissue (`saliency_grid`,
+#: `histolib.slide.draw_heatmap`, `histolib.saliency.overlay`). The stain is purple
+#: (haematoxylin, hues about 260-300 degrees) and pink (eosin, 300-350), as are the middles of
+#: magma, inferno and plasma, the ends of jet and viridis's violet first fifth, so a translucent map
+#: in those blends into the tissue. This is viridis from its blue (hue 222) through teal and green
+#: to yellow, and the tissue under it is drawn in grey (`grey_tissue`): every hue under a map is the
+#: map's, none the stain's.
+OVERLAY_CMAP = ListedColormap(colormaps["viridis"](np.linspace(0.25, 1.0, 256)), name="viridis_from_blue")
+OVERLAY_ALPHA = 0.6
+
+
+def grey_tissue(images) -> np.ndarray:
+    """Images ``(..., 3)`` (uint8, or float in [0, 1]) as grey backgrounds ``(...)`` in
+    [0.35, 1]: luminance (ITU-R 601 weights), lifted so dark nuclei do not read as a map's low
+    end. Draw with ``cmap="gray", vmin=0, vmax=1``."""
+    images = np.asarray(images)
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    luminance = images[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / scale
+    return 0.35 + 0.65 * np.clip(luminance, 0.0, 1.0)
 
 
 def _history_rows(history) -> list:
@@ -142,8 +164,12 @@ def reliability_diagram(y_true, probs, *, n_bins: int = 10, title: str | None = 
     return figure
 
 
-def saliency_grid(images, maps, *, titles=None, alpha: float = 0.45, cmap: str = "jet") -> Figure:
-    """Images in the top row, each map set overlaid on them in the rows below.
+def saliency_grid(images, maps, *, titles=None, alpha: float = OVERLAY_ALPHA,
+                  cmap=OVERLAY_CMAP) -> Figure:
+    """Images in the top row, each map set overlaid on them in grey in the rows below.
+
+    The rows below show each image in grey (`grey_tissue`) under the map, so the map's colours
+    (`OVERLAY_CMAP`, chosen for H&E) never mix with the stain's; the top row keeps the colours.
 
     Args:
         images: ``(n, h, w, 3)`` float in [0, 1] or uint8.
@@ -151,6 +177,8 @@ def saliency_grid(images, maps, *, titles=None, alpha: float = 0.45, cmap: str =
             ``{method name: (n, h, w)}`` for one row per method.
         titles: ``n`` column titles (e.g. label and probability).
         alpha: opacity of the maps over the images.
+        cmap: the maps' colour map, a name or a ``Colormap`` (sequential: the maps are
+            non-negative).
 
     Returns:
         A figure with ``(1 + methods) x n`` axes, axis lines off; rows are named on the left.
@@ -174,7 +202,7 @@ def saliency_grid(images, maps, *, titles=None, alpha: float = 0.45, cmap: str =
         if titles is not None:
             axes[0, j].set_title(str(titles[j]), fontsize=8)
         for i, m in enumerate(rows.values(), start=1):
-            axes[i, j].imshow(np.clip(images[j], 0, 1))
+            axes[i, j].imshow(grey_tissue(images[j]), cmap="gray", vmin=0, vmax=1)
             axes[i, j].imshow(np.asarray(m)[j], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     for i, name in enumerate(["image", *rows], start=0):
         axes[i, 0].set_ylabel(name, fontsize=9)

@@ -8,6 +8,11 @@ float32 in [0, 1] at the input size. Attention maps come from the attention laye
 against a known lesion mask (share of the map's energy inside the mask, the pointing game) and
 `randomisation_check` is the model-randomisation sanity check of Adebayo et al. 2018.
 
+Backends: tf-keras-vis differentiates with TensorFlow, so `Explainer` (and `randomisation_check`)
+run under ``KERAS_BACKEND=tensorflow`` only and refuse another backend at once, saying so.
+`attention_map` and the scores (`localisation` & co.) use ``keras.ops`` and NumPy and run under
+JAX too.
+
 Keras 3 notes (tf-keras-vis 0.8.7 was written for tf.keras 2; it works under Keras 3 with four
 workarounds, kept here and nowhere else):
 
@@ -37,7 +42,6 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 from scipy import stats
 from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
@@ -210,6 +214,13 @@ class Explainer:
 
     def __init__(self, model: keras.Model, method: str = "gradcam", *, modifier=ReplaceToLinear(),
                  smooth_samples: int = 20, smooth_noise: float = 0.2):
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(
+                "Gradient maps come from tf-keras-vis, which differentiates with TensorFlow's "
+                "GradientTape and runs under the TensorFlow backend only; start Python with "
+                "KERAS_BACKEND=tensorflow to explain a model (a .keras file saved under JAX loads "
+                f"there unchanged). Received: KERAS_BACKEND={keras.backend.backend()!r}"
+            )
         if method not in METHODS:
             raise ValueError(f"Expected method to be one of {METHODS}. Received: method={method!r}")
         if smooth_samples < 1:
@@ -330,26 +341,30 @@ def attention_map(model: keras.Model, images, *, layer: str | None = None,
         if scores.ndim == 4:  # (b, heads, n, n) -> (b, n, n)
             scores = scores.mean(axis=1)
         received = scores.mean(axis=1).reshape(-1, *grid, 1)  # (b, n) -> (b, h', w', 1)
-        maps.append(tf.image.resize(received, images.shape[1:3], method="bilinear").numpy()[..., 0])
+        resized = keras.ops.image.resize(received, images.shape[1:3], interpolation="bilinear", antialias=False)
+        maps.append(keras.ops.convert_to_numpy(resized)[..., 0])
     maps = np.concatenate(maps)
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
     return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
 
 
-def overlay(image, heatmap, *, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+def overlay(image, heatmap, *, alpha: float = 0.45, cmap=None) -> np.ndarray:
     """An image with a heatmap blended over it, as an array ready for ``imshow`` or saving.
 
     Args:
         image: ``(h, w, 3)`` uint8, or float in [0, 1].
         heatmap: ``(h, w)`` float in [0, 1].
         alpha: the heatmap's weight in the blend.
-        cmap: a matplotlib colormap name.
+        cmap: a matplotlib colour map or its name; default `histolib.plots.OVERLAY_CMAP`
+            (chosen for H&E: no pink or purple).
 
     Returns:
         ``(h, w, 3)`` float32 in [0, 1].
     """
     import matplotlib
+
+    from histolib.plots import OVERLAY_CMAP
 
     image = np.asarray(image)
     heatmap = np.asarray(heatmap, dtype=np.float32)
@@ -361,7 +376,7 @@ def overlay(image, heatmap, *, alpha: float = 0.45, cmap: str = "jet") -> np.nda
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"Expected alpha in [0, 1]. Received: alpha={alpha}")
     base = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    colours = matplotlib.colormaps[cmap](np.clip(heatmap, 0.0, 1.0))[..., :3].astype(np.float32)
+    colours = matplotlib.colormaps.get_cmap(cmap or OVERLAY_CMAP)(np.clip(heatmap, 0.0, 1.0))[..., :3].astype(np.float32)
     return np.clip((1.0 - alpha) * base + alpha * colours, 0.0, 1.0)
 
 

@@ -298,18 +298,30 @@ def heatmap(model, region, *, stride: int = 96, tile: int | None = None, min_tis
     return SlideHeatmap(probability, tissue, tile, int(stride), tuple(region.shape[:2]))
 
 
-def draw_heatmap(region, result: SlideHeatmap, path=None, *, alpha: float = 0.5,
-                 cmap: str = "magma", downsample: int = 4, title: str | None = None):
+def draw_heatmap(region, result: SlideHeatmap, path=None, *, alpha: float | None = None,
+                 cmap=None, downsample: int = 4, title: str | None = None,
+                 show_region: bool = True):
     """Draw the probability heatmap over the region; save it as a PNG when ``path`` is given.
 
-    Each scored tile is drawn as a ``stride x stride`` square centred on the tile's centre;
-    background tiles stay clear. The region is shown every ``downsample`` pixels to keep the
-    figure light.
+    With ``show_region``, the region as stained on the left and the heatmap on the right;
+    otherwise the heatmap alone. The heatmap panel shows the tissue in grey
+    (`histolib.plots.grey_tissue`) and each scored tile as a ``stride x stride`` square centred
+    on the tile's centre, in ``cmap`` at opacity ``alpha`` (default
+    `histolib.plots.OVERLAY_CMAP` and `histolib.plots.OVERLAY_ALPHA`, chosen for H&E); background
+    tiles stay clear. The colour bar is opaque: its colours are the map's own. The region is shown
+    every ``downsample`` pixels to keep the figure light.
 
     Returns:
         the matplotlib ``Figure`` (not attached to pyplot, so nothing is left open).
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
+
+    from histolib.plots import OVERLAY_ALPHA, OVERLAY_CMAP, grey_tissue
+
+    alpha = OVERLAY_ALPHA if alpha is None else alpha
+    cmap = OVERLAY_CMAP if cmap is None else cmap
 
     region = np.asarray(region)
     if region.shape[:2] != tuple(result.shape):
@@ -318,22 +330,31 @@ def draw_heatmap(region, result: SlideHeatmap, path=None, *, alpha: float = 0.5,
             f"Received: region.shape={region.shape}"
         )
     h, w = result.shape
-    figure = Figure(figsize=(6, 6 * h / w + 0.4), dpi=150, layout="constrained")
-    axes = figure.add_subplot()
-    axes.imshow(region[::downsample, ::downsample], extent=(0, w, h, 0))
+    shown = region[::downsample, ::downsample]
+    panels = 2 if show_region else 1
+    figure = Figure(figsize=(5 * panels + 0.8, 5 * h / w + 0.5), dpi=150, layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    if show_region:
+        axes[0].imshow(shown, extent=(0, w, h, 0))
+        axes[0].set_title("region (H&E)", fontsize=9)
+    axes[-1].imshow(grey_tissue(shown), cmap="gray", vmin=0.0, vmax=1.0, extent=(0, w, h, 0))
     rows, cols = result.probability.shape
     offset = (result.tile - result.stride) / 2
-    shown = axes.imshow(
+    axes[-1].imshow(
         np.ma.masked_invalid(result.probability), cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha,
         extent=(offset, offset + cols * result.stride, offset + rows * result.stride, offset),
         interpolation="nearest",
     )
-    axes.set_xlim(0, w)
-    axes.set_ylim(h, 0)
-    axes.set_axis_off()
-    axes.set_title(title or f"{result.n_scored} of {result.n_tiles} tiles scored "
-                   f"({result.tile} px, stride {result.stride})", fontsize=9)
-    figure.colorbar(shown, ax=axes, fraction=0.04, label="probability of the positive class")
+    axes[-1].set_title(f"{result.n_scored} of {result.n_tiles} tiles scored "
+                       f"({result.tile} px, stride {result.stride})", fontsize=9)
+    for ax in axes:
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap), ax=axes[-1], fraction=0.05,
+                    label="probability of the positive class")
     if path is not None:
         figure.savefig(path)
     return figure

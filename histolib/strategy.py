@@ -17,10 +17,24 @@ default       TensorFlow's default (one device) strategy
 
 A TPU is only looked for where there is a sign of one (``TPU_NAME``, ``COLAB_TPU_ADDR``,
 ``TPU_ACCELERATOR_TYPE``, or ``/dev/accel*`` / ``/dev/vfio`` devices of a TPU VM), so on other
-machines nothing waits on Google's metadata server. Colab's TPU runtimes no longer ship
-TensorFlow: there the route is either a pinned ``tensorflow-tpu`` install, with these helpers,
-or Keras 3 on JAX (``KERAS_BACKEND=jax``), where the histolib layers and builders run as they
-are and JAX spreads the batch over the TPU cores itself; strategies are TensorFlow's concept.
+machines nothing waits on Google's metadata server.
+
+Keras 3 on JAX (``KERAS_BACKEND=jax``, the route that works on Colab's TPU runtimes, which no
+longer ship TensorFlow): strategies are TensorFlow's concept, and the choices are
+
+============  ==================================================================
+auto          (default) data-parallel where JAX sees two or more devices, else
+              default
+data-parallel `DataParallel`: ``keras.distribution.DataParallel`` over all of
+              JAX's devices (TPU cores, GPUs, or the CPU split into N devices by
+              ``XLA_FLAGS=--xla_force_host_platform_device_count=N``)
+default       one device
+============  ==================================================================
+
+and ``tpu``, ``mirrored`` and ``multiworker`` are refused with a message. `DataParallel` wears
+the two things of a strategy that `histolib.train.fit` uses, ``scope()`` and
+``num_replicas_in_sync``: build the model, compile it *and* fit it inside its scope (Keras
+shards each global batch over the devices at every step, and the variables are replicated).
 
 Batches: under a strategy the batch a dataset yields is the *global* batch, split across
 replicas; `global_batch_size` scales a per-replica batch, and `make_tpu_safe` gives a dataset
@@ -48,16 +62,67 @@ import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto", "tpu", "mirrored", "multiworker", "default")
+CHOICES = ("auto", "tpu", "mirrored", "multiworker", "data-parallel", "default")
+#: The choices under ``KERAS_BACKEND=jax``.
+JAX_CHOICES = ("auto", "data-parallel", "default")
+
+
+class DataParallel:
+    """``keras.distribution.DataParallel`` over JAX devices, with a strategy's ``scope()``.
+
+    Args:
+        devices: JAX devices (default: all of ``jax.devices()``).
+
+    Attributes:
+        distribution: the ``keras.distribution.DataParallel``.
+        devices: the devices' names, e.g. ``["cpu:0", "cpu:1"]`` or ``["tpu:0", ...]``.
+        num_replicas_in_sync: how many devices each global batch is split over.
+    """
+
+    def __init__(self, devices=None):
+        import jax
+
+        devices = list(jax.devices() if devices is None else devices)
+        self.distribution = keras.distribution.DataParallel(devices=devices)
+        self.devices = [f"{d.platform}:{d.id}" for d in devices]
+        self.num_replicas_in_sync = len(devices)
+
+    def scope(self):
+        """A context manager making the distribution current (``Distribution.scope()``)."""
+        return self.distribution.scope()
+
+    def __repr__(self):
+        return f"DataParallel(devices={self.devices})"
 
 
 class StrategyChoice(NamedTuple):
     """A strategy, its kind (one of ``"tpu"``, ``"mirrored"``, ``"multiworker"``,
-    ``"default"``) and the reason it was chosen."""
+    ``"data-parallel"``, ``"default"``) and the reason it was chosen.
 
-    strategy: tf.distribute.Strategy
+    ``strategy`` is a ``tf.distribute.Strategy``, or a `DataParallel` under JAX."""
+
+    strategy: tf.distribute.Strategy | DataParallel
     kind: str
     reason: str
+
+    @property
+    def replicas(self) -> int:
+        """Replicas (devices) each global batch is split over."""
+        return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices the strategy trains on, e.g. ``["cpu:0"]`` or ``["tpu:0", "tpu:1"]``."""
+        if isinstance(self.strategy, DataParallel):
+            return list(self.strategy.devices)
+        if self.kind != "default":
+            return [d.split("device:")[-1].lower() for d in self.strategy.extended.worker_devices]
+        if keras.backend.backend() == "jax":
+            import jax
+
+            return [f"{d.platform}:{d.id}" for d in jax.devices()[:1]]
+        gpus = tf.config.list_logical_devices("GPU")
+        return [(gpus or tf.config.list_logical_devices("CPU"))[0].name.split("device:")[-1].lower()]
 
 
 def _tpu_signs() -> list[str]:
@@ -128,12 +193,31 @@ def _automatic(tpu_reason: str | None = None) -> StrategyChoice:
     return _default(f"{tpu}; {len(gpus)} GPU(s) and no multi-worker TF_CONFIG: one device")
 
 
+def _choose_on_jax(name: str, source: str) -> StrategyChoice:
+    """The choice under ``KERAS_BACKEND=jax`` (see the module docstring)."""
+    import jax
+
+    if name not in JAX_CHOICES:
+        raise ValueError(
+            f"Strategy {name!r} is TensorFlow's; under KERAS_BACKEND=jax the choices are "
+            f"{', '.join(JAX_CHOICES)}. Received: {source}={name!r}"
+        )
+    devices = jax.devices()
+    described = f"{len(devices)} JAX device(s) ({', '.join(f'{d.platform}:{d.id}' for d in devices)})"
+    if name == "data-parallel" or (name == "auto" and len(devices) >= 2):
+        why = "requested by " + source if name == "data-parallel" else "auto"
+        return StrategyChoice(DataParallel(devices), "data-parallel", f"{why}: {described}")
+    why = "requested by " + source if name == "default" else "auto"
+    return StrategyChoice(tf.distribute.get_strategy(), "default", f"{why}: one device of {described}")
+
+
 def choose_strategy(name: str | None = None) -> StrategyChoice:
     """Pick a strategy (see the module docstring), log it, and say why.
 
     Args:
-        name: one of ``"auto"``, ``"tpu"``, ``"mirrored"``, ``"multiworker"``, ``"default"``;
-            ``None`` reads ``$HISTOLIB_STRATEGY`` (``"auto"`` when unset).
+        name: one of ``"auto"``, ``"tpu"``, ``"mirrored"``, ``"multiworker"``, ``"default"``
+            (TensorFlow), or ``"auto"``, ``"data-parallel"``, ``"default"`` (JAX); ``None``
+            reads ``$HISTOLIB_STRATEGY`` (``"auto"`` when unset).
 
     Returns:
         A `StrategyChoice` ``(strategy, kind, reason)``.
@@ -145,7 +229,14 @@ def choose_strategy(name: str | None = None) -> StrategyChoice:
     name = (name if name is not None else os.environ.get("HISTOLIB_STRATEGY", "auto")).strip().lower()
     if name not in CHOICES:
         raise ValueError(f"Unknown strategy; valid: {', '.join(CHOICES)}. Received: {source}={name!r}")
-    if name == "tpu":
+    if keras.backend.backend() == "jax":
+        choice = _choose_on_jax(name, source)
+    elif name == "data-parallel":
+        raise ValueError(
+            "data-parallel is Keras's distribution API, for KERAS_BACKEND=jax; under TensorFlow "
+            f"choose mirrored (GPUs) or tpu. Received: {source}={name!r}"
+        )
+    elif name == "tpu":
         tpu = _try_tpu()
         if isinstance(tpu, StrategyChoice):
             choice = tpu
@@ -160,23 +251,23 @@ def choose_strategy(name: str | None = None) -> StrategyChoice:
         choice = _default(f"requested by {source}")
     else:
         choice = _automatic()
-    log.info(
-        "Distribution strategy: %s (%d replica(s)), because %s",
-        choice.kind, choice.strategy.num_replicas_in_sync, choice.reason,
-    )
+    log.info("Distribution strategy: %s (%d replica(s)), because %s", choice.kind, choice.replicas, choice.reason)
     return choice
 
 
-def get_strategy(name: str | None = None) -> tf.distribute.Strategy:
+def get_strategy(name: str | None = None) -> tf.distribute.Strategy | DataParallel:
     """The strategy `choose_strategy` picks (logged with its reason)."""
     return choose_strategy(name).strategy
 
 
 def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy | None = None) -> int:
-    """The global batch for ``per_replica`` images on each replica of ``strategy`` (the
-    current one when ``None``): ``per_replica * num_replicas_in_sync``."""
+    """The global batch for ``per_replica`` images on each replica of ``strategy``:
+    ``per_replica * num_replicas_in_sync``. With ``None``, the current Keras distribution's
+    devices where one is set (JAX), else the current TensorFlow strategy's replicas."""
     if not isinstance(per_replica, int) or per_replica < 1:
         raise ValueError(f"per_replica must be a positive integer. Received: per_replica={per_replica!r}")
+    if strategy is None and keras.distribution.distribution() is not None:
+        return per_replica * int(keras.distribution.distribution().device_mesh.devices.size)
     strategy = strategy or tf.distribute.get_strategy()
     return per_replica * strategy.num_replicas_in_sync
 

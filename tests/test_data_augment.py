@@ -100,3 +100,56 @@ def test_fresh_draws_per_batch_and_repeatable_by_seed(batch):
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.allclose(first[0], other[0])
+
+
+def _states(layer):
+    return [keras.ops.convert_to_numpy(v).tolist() for v in layer.non_trainable_variables]
+
+
+def test_training_augmentation_inside_the_model_is_identity_at_inference_and_saved(tmp_path):
+    from histolib.evaluate import load_model
+    from histolib.models import build_seed_pcam_model, with_augmentation
+
+    keras.utils.set_random_seed(0)
+    plain = build_seed_pcam_model((16, 16, 3), centre_inputs=True)
+    model = with_augmentation(plain, "pcam", seed=1)
+    assert [layer.name for layer in model.layers][:3] == ["image", "augment", "centre"]
+    assert model.count_params() == plain.count_params()
+    assert model.get_layer("conv1").output is not plain.get_layer("conv1").output  # copies, not shared
+    x = np.random.default_rng(0).uniform(0.2, 0.8, (8, 16, 16, 3)).astype("float32")
+    expected = plain.predict(x, verbose=0)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), expected)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), expected)  # no training flag
+    layer = model.get_layer("augment")
+    moved = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert moved.shape == x.shape and np.abs(moved - x).mean() > 0.05
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    before = _states(layer)
+    model.train_on_batch(x, np.arange(8) % 2)
+    assert _states(layer) != before  # the training step drew from the set's random state
+    model.save(tmp_path / "augmented.keras")
+    loaded = keras.saving.load_model(tmp_path / "augmented.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert isinstance(load_model(tmp_path / "augmented.keras").get_layer("augment"), augment.TrainingAugmentation)
+    with pytest.raises(ValueError, match="already augments"):
+        with_augmentation(model, "pcam")
+    with pytest.raises(ValueError, match="augment"):
+        with_augmentation(plain, "heavy")
+
+
+def test_training_augmentation_computes_in_float32_inside_a_mixed_model():
+    from histolib.models import build_seed_pcam_model, with_augmentation
+
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = with_augmentation(build_seed_pcam_model((16, 16, 3)), "pcam", seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    layer = model.get_layer("augment")
+    assert layer.compute_dtype == "float32"
+    assert {sub.compute_dtype for sub in layer.pipeline.layers} == {"float32"}
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    x = np.random.default_rng(1).uniform(0.2, 0.8, (4, 16, 16, 3)).astype("float32")
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0

@@ -89,6 +89,12 @@ def test_saliency_grid_has_a_row_per_method():
     overlay = figure.axes[3].get_images()
     assert len(overlay) == 2
     np.testing.assert_allclose(np.asarray(overlay[1].get_array()), maps["Grad-CAM"][0])
+    # Under a map the image is grey (its luminance, lifted): only the map has colour.
+    grey = np.asarray(overlay[0].get_array())
+    assert grey.shape == (8, 8) and 0.35 <= grey.min() and grey.max() <= 1.0
+    luminance = images[0] @ np.float32([0.299, 0.587, 0.114]) / 255
+    np.testing.assert_allclose(grey, 0.35 + 0.65 * luminance, rtol=1e-5)
+    assert overlay[1].get_cmap().name == plots.OVERLAY_CMAP.name
     single = plots.saliency_grid(images / 255.0, maps["saliency"])
     assert len(single.axes) == 6
     with pytest.raises(ValueError, match="shape"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from histolib import slide
+from histolib import plots, slide
 
 ROOT = Path(__file__).resolve().parents[1]
 CMU = Path("he-region") / "CMU-1-Small-Region.svs"
@@ -88,7 +88,43 @@ def test_synthetic_tiff_end_to_end(tmp_path):
 
     figure = slide.draw_heatmap(read, result, tmp_path / "heat.png")
     assert (tmp_path / "heat.png").stat().st_size > 1000
-    assert len(figure.axes) == 2  # the region and the colour bar
+    assert len(figure.axes) == 3  # the region, the heatmap and the colour bar
+    assert len(slide.draw_heatmap(read, result, show_region=False).axes) == 2
+
+
+def _pixels(figure, axes) -> np.ndarray:
+    """The rendered RGB pixels (floats in [0, 1]) inside ``axes`` of ``figure``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3] / 255.0
+    (x0, y0), (x1, y1) = axes.get_window_extent().get_points()
+    height = image.shape[0]  # window coordinates count from the bottom
+    return image[int(height - y1) + 2:int(height - y0) - 2, int(x0) + 2:int(x1) - 2]
+
+
+def test_heatmap_colours_stand_apart_from_the_stain():
+    """No pink or purple on the heatmap panel over pink-purple tissue, and an opaque colour bar."""
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    region = synthetic_region()  # tissue about (200, 110, 170): hue 320 degrees, pink-purple
+    result = slide.heatmap(red_model(), region, stride=48)
+    scored = np.isfinite(result.probability)
+    result.probability[scored] = np.linspace(0.0, 1.0, scored.sum())  # the whole colour map
+    figure = slide.draw_heatmap(region, result, downsample=1)
+    stained, heat, bar = (rgb_to_hsv(_pixels(figure, ax)) for ax in figure.axes)
+
+    def stain_like(hsv):
+        """Share of coloured pixels in H&E's hues: haematoxylin's purple to eosin's pink."""
+        return ((hsv[..., 0] > 255 / 360) & (hsv[..., 0] < 355 / 360) & (hsv[..., 1] > 0.15)).mean()
+
+    assert stain_like(stained) > 0.2  # the left panel shows the stain, so the measure sees it
+    assert stain_like(heat) < 0.001, "heatmap colours that look like the stain"
+    # The bar's top and bottom are the map's own ends, not blended with white.
+    top, bottom = bar[2, bar.shape[1] // 2], bar[-3, bar.shape[1] // 2]
+    np.testing.assert_allclose(hsv_to_rgb(top), plots.OVERLAY_CMAP(1.0)[:3], atol=0.03)
+    np.testing.assert_allclose(hsv_to_rgb(bottom), plots.OVERLAY_CMAP(0.0)[:3], atol=0.03)
 
 
 def test_sigmoid_and_softmax_agree_and_no_tissue_scores_nothing():

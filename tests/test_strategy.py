@@ -140,7 +140,7 @@ def test_override_names_are_checked(no_tpu, monkeypatch):
     monkeypatch.setenv("HISTOLIB_STRATEGY", "Default")
     assert choose_strategy().reason == "requested by $HISTOLIB_STRATEGY"
     monkeypatch.setenv("HISTOLIB_STRATEGY", "horovod")
-    with pytest.raises(ValueError, match="valid: auto, tpu, mirrored, multiworker, default.*'horovod'"):
+    with pytest.raises(ValueError, match="valid: auto, tpu, mirrored, multiworker, data-parallel, default.*'horovod'"):
         choose_strategy()
     monkeypatch.delenv("HISTOLIB_STRATEGY")
     monkeypatch.setenv("TF_CONFIG", "{not json")
@@ -259,3 +259,10 @@ def test_multiworker_two_processes_end_with_identical_weights(tmp_path):
     assert len(first.files) == len(build_seed_pcam_model((16, 16, 3)).weights)
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_data_parallel_is_for_jax(no_tpu):
+    with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
+        choose_strategy("data-parallel")
+    choice = choose_strategy("default")
+    assert choice.replicas == 1 and choice.devices == ["cpu:0"]

@@ -102,6 +102,58 @@ def test_fit_without_checkpoints_keeps_best_weights_and_writes_no_model(tmp_path
         train.fit(tiny_model, train_ds, val_ds, out_dir=resumable, epochs=2, verbose=0, checkpoints=False)
 
 
+def test_fit_does_not_seed_the_global_random_generators(tmp_path):
+    # Keras consumes Python's generator while saving; if fit seeded the generators, the draws
+    # after it would be the same whatever the caller had seeded before.
+    import random
+
+    train_ds, _, _ = tiny_data(seed=0)
+    draws = []
+    for before in (1, 2):
+        random.seed(before)
+        np.random.seed(before)
+        train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path / str(before), epochs=1, seed=0, verbose=0)
+        draws.append((random.random(), np.random.random()))
+    assert draws[0][0] != draws[1][0] and draws[0][1] != draws[1][1]
+
+
+def test_tensorboard_logs_both_splits(tmp_path):
+    train_ds, _, _ = tiny_data(seed=0)
+    val_ds, _, _ = tiny_data(n=32, seed=1)
+    train.fit(tiny_model, train_ds, val_ds, out_dir=tmp_path, epochs=2, verbose=0, tensorboard=True)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split in ("train", "validation"):
+        events = EventAccumulator(str(tmp_path / "tensorboard" / split)).Reload()
+        scalars = events.Tags()["tensors"] + events.Tags()["scalars"]
+        assert any("epoch_loss" in tag for tag in scalars), (split, scalars)
+        steps = [e.step for tag in scalars if "epoch_loss" in tag for e in
+                 (events.Tensors(tag) if tag in events.Tags()["tensors"] else events.Scalars(tag))]
+        assert sorted(steps) == [0, 1], (split, steps)
+
+
+def test_missing_monitor_keeps_the_last_epoch_and_resumes(tmp_path):
+    # A softmax model logs no AUC: EarlyStopping and ModelCheckpoint never see "val_auc", so
+    # ModelCheckpoint saves nothing and the commit keeps the last epoch as the best one.
+    train_ds, _, _ = tiny_data(seed=0)
+    val_ds, _, _ = tiny_data(n=32, seed=1)
+    args = dict(out_dir=tmp_path, learning_rate=0.05, monitor="val_auc", mode="max", verbose=0)
+    with pytest.warns(UserWarning, match="val_auc"):
+        first = train.fit(lambda: tiny_model(units=2), train_ds, val_ds, epochs=2, **args)
+    state = json.loads((tmp_path / "backup" / "state.json").read_text())
+    assert state["best_file"] == state["latest_file"] == "epoch-0002.keras"
+    assert first.best_epoch == state["best_epoch"] == 2
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch-0002.keras", "state.json"]
+    last = keras.models.load_model(tmp_path / "backup" / "epoch-0002.keras")
+    for a, b in zip(first.model.get_weights(), last.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.warns(UserWarning, match="val_auc"):
+        more = train.fit(lambda: tiny_model(units=2), train_ds, val_ds, epochs=3, **args)
+    assert more.resumed_from == 2 and more.epochs_done == 3 and more.best_epoch == 3
+    assert json.loads((tmp_path / "backup" / "state.json").read_text())["best_file"] == "epoch-0003.keras"
+    assert [row["epoch"] for row in train.read_history(tmp_path)] == [0, 1, 2]
+
+
 def test_multiclass_threshold_is_argmax(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.random((24, 8, 8, 3)).astype("float32")

@@ -243,6 +243,12 @@ figure
 #
 # The model is section 1's: the seed's model trained on real PCam patches, or, where that file is
 # missing, the fallback trained on synthetic patches, whose heatmap shows only the mechanics.
+#
+# The picture puts the region as stained on the left and the probabilities on the right, in blue,
+# teal, green and yellow (viridis without its violet start, `plots.OVERLAY_CMAP`) over the tissue in
+# grey: a translucent map in pinks and purples (magma, say) would blend into eosin and
+# haematoxylin, and a reader could not tell the model's colour from the stain's. The saliency grids
+# above draw their maps the same way.
 
 # %% tags=["nbval-ignore-output"]
 print(f"model: {source}; decision threshold {threshold:.3f}")

@@ -11,6 +11,12 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
   ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``.
 - `build_model(name, *, num_classes=2, input_shape=None, weights="auto")`: the command
   line's names, `list_models()`.
+- `with_augmentation(model, augment, seed=0)`: the model with an augmentation set inside its
+  training step (identity at inference), so the host only decodes.
+- `build_mil_classifier(feature_dim, pooling="gated")`: multiple-instance learning over bags of
+  tiles or their precomputed features (mean, max, attention or gated attention pooling);
+  `build_tile_encoder(backbone)` the frozen tile encoder, `attention_scores(model, inputs)`
+  each instance's attention weight.
 - `fold_batch_norm(model)`: an inference copy with each BatchNormalization folded into the
   convolution before it (faster, most of all under ``mixed_bfloat16`` on a CPU).
 - `get_backbone(name)` gives a backbone's spec (scaling, sizes, Grad-CAM layer, channels);
@@ -33,6 +39,7 @@ any model uses:
 - ``predicted_class(probs, threshold=0.5)``: int labels ``(batch,)``.
 """
 
+from histolib.models.augmented import with_augmentation
 from histolib.models.backbones import (
     BACKBONES,
     MIN_GRID,
@@ -43,6 +50,7 @@ from histolib.models.backbones import (
 )
 from histolib.models.classifier import build_classifier
 from histolib.models.fold import fold_batch_norm
+from histolib.models.mil import POOLINGS, attention_scores, build_mil_classifier, build_tile_encoder
 from histolib.models.outputs import (
     class_probabilities,
     is_sigmoid,
@@ -57,13 +65,17 @@ from histolib.models.weights import WeightsNotFoundError
 __all__ = [
     "BACKBONES",
     "MIN_GRID",
+    "POOLINGS",
     "SEED_PCAM_PARAMS",
     "BackboneSpec",
     "WeightsNotFoundError",
+    "attention_scores",
     "build_classifier",
+    "build_mil_classifier",
     "build_model",
     "build_seed_pcam_model",
     "build_seed_subtype_model",
+    "build_tile_encoder",
     "class_probabilities",
     "fold_batch_norm",
     "get_backbone",
@@ -74,4 +86,5 @@ __all__ = [
     "loss_for",
     "positive_probability",
     "predicted_class",
+    "with_augmentation",
 ]

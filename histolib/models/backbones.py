@@ -21,6 +21,7 @@ shape stays what the caller asked for.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -72,9 +73,9 @@ class BackboneSpec:
             return "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
         if self.name == "xception":
             return "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        if self.name == "mobilenet":
+        if self.name in ("mobilenet", "mobilenet_025"):
             rows = input_size if input_size in (128, 160, 192, 224) else 224
-            return f"mobilenet_1_0_{rows}_tf_no_top.h5"
+            return f"mobilenet_{'1_0' if self.name == 'mobilenet' else '2_5'}_{rows}_tf_no_top.h5"
         return None
 
 
@@ -115,6 +116,19 @@ BACKBONES: dict[str, BackboneSpec] = {
             channels=1024,
             min_size=95,
             grid={96: 3, 224: 7, 299: 9},
+            weights_url=_KERAS_WEIGHTS + "mobilenet/",
+        ),
+        BackboneSpec(
+            name="mobilenet_025",
+            constructor=functools.partial(keras.applications.MobileNet, alpha=0.25),
+            scale=2.0,
+            offset=-1.0,
+            default_size=224,
+            gradcam_layer="conv_pw_13_relu",
+            channels=256,
+            min_size=95,
+            grid={96: 3, 224: 7, 299: 9},
+            attention_dim=128,
             weights_url=_KERAS_WEIGHTS + "mobilenet/",
         ),
         BackboneSpec(

@@ -1,0 +1,141 @@
+"""Multiple-instance classifiers: tiles (or their features) pooled into one bag prediction.
+
+- `build_tile_encoder(backbone)`: a frozen backbone with global average pooling, tile ->
+  feature vector, the encoder whose outputs `histolib.data.features.tile_features` caches.
+- `build_mil_classifier(feature_dim)` or ``(encoder=...)``: instance embedding, a pooling over
+  the bag (mean, max, attention or gated attention), a softmax head.
+- `attention_scores(model, inputs)`: the attention pooling's weight of every instance.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from histolib.layers import AttentionMILPooling, MaskedGlobalMaxPooling1D
+from histolib.models.backbones import get_backbone
+from histolib.models.classifier import backbone_features, check_input_shape
+
+#: The poolings `build_mil_classifier` offers: masked mean, masked max, Ilse et al.'s attention
+#: (``"attention"``: plain, ``"gated"``: gated).
+POOLINGS = ("mean", "max", "attention", "gated")
+
+
+def build_tile_encoder(backbone: str = "mobilenet_025", *, tile_size: int = 96, weights="imagenet") -> keras.Model:
+    """A frozen backbone from tiles to feature vectors.
+
+    Input ``(batch, tile_size, tile_size, 3)`` float32 in [0, 1]; the backbone's own scaling
+    inside (see `histolib.models.classifier.backbone_features`), every backbone layer frozen,
+    then ``GlobalAveragePooling2D``: output ``(batch, channels)`` (256 for ``mobilenet_025``).
+
+    Args:
+        backbone: a name of `histolib.models.list_backbones`.
+        tile_size: the tile side in pixels.
+        weights: ``"imagenet"``, a weights file, or ``None`` (random, for tests only: a random
+            encoder's features say little about tissue).
+    """
+    spec = get_backbone(backbone)
+    inputs = keras.Input(check_input_shape((tile_size, tile_size, 3)), name="tile")
+    features = backbone_features(spec, inputs, weights=weights, freeze=True)
+    outputs = keras.layers.GlobalAveragePooling2D(name="features")(features)
+    encoder = keras.Model(inputs, outputs, name=f"{backbone}_tile_encoder")
+    encoder.trainable = False
+    return encoder
+
+
+def _pool(pooling: str, x, mask, units: int):
+    if pooling == "mean":
+        return keras.layers.GlobalAveragePooling1D(name="pool")(x, mask=mask)
+    if pooling == "max":
+        return MaskedGlobalMaxPooling1D(name="pool")(x, mask=mask)
+    return AttentionMILPooling(units, gated=pooling == "gated", name="pool")(x, mask=mask)
+
+
+def build_mil_classifier(
+    feature_dim: int | None = None,
+    *,
+    encoder: keras.Model | None = None,
+    pooling: str = "gated",
+    num_classes: int = 2,
+    units: int = 128,
+    embedding: int | None = 64,
+    dropout: float = 0.25,
+) -> keras.Model:
+    """A bag classifier: instances, an embedding, a pooling over the bag, a softmax head.
+
+    Ilse et al. 2018 (https://arxiv.org/abs/1802.04712): each instance ``h_k`` is embedded,
+    the bag is pooled to one vector, and a head classifies it. Inputs are a dict:
+
+    - with ``feature_dim``: ``{"features": (batch, n, feature_dim), "mask": (batch, n)}``,
+      precomputed tile features (`histolib.data.bags.dataset` gives exactly this);
+    - with ``encoder``: ``{"tiles": (batch, n, h, w, 3), "mask": (batch, n)}``, images in
+      [0, 1], each tile passed through ``encoder`` (``TimeDistributed``) first.
+
+    ``mask`` is boolean, True on real instances and False on padding. Then
+    ``Dense(embedding, relu)`` on each instance (skipped when ``embedding`` is ``None``),
+    ``Dropout(dropout)``, the pooling layer named ``"pool"``, and
+    ``Dense(num_classes, softmax)`` in float32: the output is ``(batch, num_classes)``, two
+    columns for two classes, as `histolib.models` expects, so `histolib.train.fit` and
+    `histolib.evaluate` take the model as they take any other.
+
+    Args:
+        feature_dim: channels of precomputed features (give this or ``encoder``).
+        encoder: a model from tiles ``(batch, h, w, 3)`` to ``(batch, c)``, e.g.
+            `build_tile_encoder`; trained along unless frozen.
+        pooling: one of `POOLINGS`: ``"mean"`` (Keras's masked ``GlobalAveragePooling1D``),
+            ``"max"`` (`histolib.layers.MaskedGlobalMaxPooling1D`), ``"attention"`` or
+            ``"gated"`` (`histolib.layers.AttentionMILPooling`).
+        num_classes: classes of the bag label, at least 2.
+        units: width of the attention's ``V`` and ``U`` (attention poolings only).
+        embedding: width of the instance embedding, or ``None`` for none.
+        dropout: dropout rate on the instance embeddings.
+
+    Returns:
+        A ``keras.Model`` named ``mil_<pooling>``.
+    """
+    if (feature_dim is None) == (encoder is None):
+        raise ValueError("Give exactly one of feature_dim (precomputed features) and encoder (tiles). "
+                         f"Received: feature_dim={feature_dim!r}, encoder={getattr(encoder, 'name', encoder)!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling. Valid: {', '.join(POOLINGS)}. Received: pooling={pooling!r}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
+    mask = keras.Input((None,), dtype="bool", name="mask")
+    if encoder is None:
+        if not isinstance(feature_dim, int) or feature_dim < 1:
+            raise ValueError(f"feature_dim must be a positive integer. Received: feature_dim={feature_dim!r}")
+        instances = keras.Input((None, feature_dim), name="features")
+        inputs, x = {"features": instances, "mask": mask}, instances
+    else:
+        instances = keras.Input((None, *encoder.input_shape[1:]), name="tiles")
+        inputs = {"tiles": instances, "mask": mask}
+        x = keras.layers.TimeDistributed(encoder, name="encoder")(instances)  # (batch, n, c)
+    if embedding:
+        x = keras.layers.Dense(embedding, activation="relu", name="embed")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = _pool(pooling, x, mask, units)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=f"mil_{pooling}")
+
+
+def attention_scores(model: keras.Model, inputs, *, batch_size: int = 64) -> np.ndarray:
+    """The attention weight of every instance, from a `build_mil_classifier` model.
+
+    Args:
+        model: a MIL classifier with ``pooling="attention"`` or ``"gated"``.
+        inputs: its input dict (``features`` or ``tiles``, and ``mask``), as arrays.
+
+    Returns:
+        ``(batch, n)`` float32: each bag's weights sum to 1 over its real instances and are 0
+        on padding.
+    """
+    pool = model.get_layer("pool")
+    if not isinstance(pool, AttentionMILPooling):
+        raise ValueError(f"{model.name} pools by {type(pool).__name__}, which has no attention weights. "
+                         "Received: a model built with pooling='mean' or 'max'")
+    # The instances as the pooling sees them, (batch, n, c); then the pooling itself, eagerly
+    # (calling it again inside the graph, on the tensor it already pools, is not a model Keras builds).
+    embedded = keras.Model(model.input, model.get_layer("dropout").output)
+    instances = embedded.predict(inputs, batch_size=batch_size, verbose=0)
+    _, scores = pool(instances, mask=np.asarray(inputs["mask"], bool), return_attention_scores=True)
+    return keras.ops.convert_to_numpy(scores)

@@ -1,0 +1,119 @@
+"""Keras 3 on JAX, the route that works on Colab's TPU runtimes: the library's inference under
+``KERAS_BACKEND=jax`` gives TensorFlow's numbers for the same weights.
+
+Keras fixes its backend when it is first imported, so each JAX run is a subprocess; this
+process (TensorFlow) makes the model and the reference numbers.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from histolib import evaluate, saliency, slide
+from histolib.models import build_model, with_augmentation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("jax")
+
+
+def run_jax(script: str, *args, devices: int = 1, timeout: int = 600) -> dict:
+    """Run ``script`` with ``args`` under KERAS_BACKEND=jax on ``devices`` CPU devices; the
+    script's last line of output is JSON."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+                            capture_output=True, text=True, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def region():
+    """A 128 x 192 region: pink tissue in the left half, glass on the right."""
+    rng = np.random.default_rng(2)
+    picture = np.clip(rng.normal(242, 4, (128, 192, 3)), 0, 255).astype(np.uint8)
+    picture[:, :96] = np.clip(rng.normal([200, 110, 170], 30, (128, 96, 3)), 0, 255).astype(np.uint8)
+    return picture
+
+
+INFERENCE = """
+import json, sys
+import numpy as np, keras, tensorflow as tf
+from histolib import evaluate, saliency, slide
+assert keras.backend.backend() == "jax", keras.backend.backend()
+saved = np.load(sys.argv[1])
+model = evaluate.load_model(sys.argv[2])  # safe_mode=True
+ds = tf.data.Dataset.from_tensor_slices((saved["x"], saved["y"])).batch(5)
+_, plain = evaluate.predict(model, ds)
+_, tta = evaluate.predict(model, ds, tta=True)
+heat = slide.heatmap(model, saved["region"], stride=16, batch_size=8).probability
+attention = saliency.attention_map(model, saved["x"][:3])
+try:
+    saliency.Explainer(model, "gradcam")
+    refused = ""
+except RuntimeError as error:
+    refused = str(error)
+print(json.dumps({"plain": plain.tolist(), "tta": tta.tolist(), "heat": np.nan_to_num(heat, nan=-1).tolist(),
+                  "attention": attention.tolist(), "refused": refused}))
+"""
+
+
+@pytest.mark.slow
+def test_inference_under_jax_matches_tensorflow(tmp_path):
+    """evaluate.predict (plain and TTA), slide.heatmap and attention maps of one saved model
+    (with augmentation inside it) agree across backends; Grad-CAM under JAX refuses at once."""
+    keras.utils.set_random_seed(0)
+    model = with_augmentation(build_model("seed_cnn+self", input_shape=(32, 32, 3)), "pcam", seed=0)
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (12, 32, 32, 3)).astype("float32")
+    y = (np.arange(12) % 2).astype("int32")
+    np.savez(tmp_path / "inputs.npz", x=x, y=y, region=region())
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)  # 5, 5, 2: the last one padded
+    _, plain = evaluate.predict(model, ds)
+    _, tta = evaluate.predict(model, ds, tta=True)
+    heat = slide.heatmap(model, region(), stride=16, batch_size=8).probability
+    attention = saliency.attention_map(model, x[:3])
+    jax = run_jax(INFERENCE, tmp_path / "inputs.npz", tmp_path / "model.keras")
+    np.testing.assert_allclose(jax["plain"], plain, atol=1e-5)
+    np.testing.assert_allclose(jax["tta"], tta, atol=1e-5)
+    assert not np.allclose(tta, plain)
+    np.testing.assert_allclose(jax["heat"], np.nan_to_num(heat, nan=-1), atol=1e-5)
+    assert np.isfinite(heat).sum() == 7 * 6  # 7 x 11 tiles of 32 px at stride 16; 6 columns >= 25 % tissue
+    np.testing.assert_allclose(jax["attention"], attention, atol=1e-4)
+    assert "tf-keras-vis" in jax["refused"] and "KERAS_BACKEND=tensorflow" in jax["refused"]
+
+
+
+CHOICES = """
+import json
+from histolib.strategy import choose_strategy, global_batch_size
+out = {}
+for name in ("auto", "default", "data-parallel"):
+    choice = choose_strategy(name)
+    out[name] = {"kind": choice.kind, "replicas": choice.replicas, "devices": choice.devices,
+                 "batch": global_batch_size(8, choice.strategy)}
+try:
+    choose_strategy("mirrored")
+except ValueError as error:
+    out["mirrored"] = str(error)
+print(json.dumps(out))
+"""
+
+
+def test_strategy_choice_under_jax_uses_all_devices():
+    report = run_jax(CHOICES, devices=2)
+    assert report["auto"] == {"kind": "data-parallel", "replicas": 2, "devices": ["cpu:0", "cpu:1"], "batch": 16}
+    assert report["data-parallel"] == report["auto"]
+    assert report["default"] == {"kind": "default", "replicas": 1, "devices": ["cpu:0"], "batch": 8}
+    assert "TensorFlow's" in report["mirrored"] and "Received: argument='mirrored'" in report["mirrored"]
+    one = run_jax(CHOICES, devices=1)
+    assert one["auto"]["kind"] == "default" and one["data-parallel"]["replicas"] == 1
