@@ -122,8 +122,8 @@ from histolib.models import weights as weights_module  # noqa: E402
 
 
 def test_list_backbones_and_unknown_names():
-    assert list_backbones() == ["inception_v3", "xception", "mobilenet", "seed_cnn"]
-    with pytest.raises(ValueError, match="Valid backbones: inception_v3, xception, mobilenet, seed_cnn"):
+    assert list_backbones() == ["inception_v3", "xception", "mobilenet", "mobilenet_025", "seed_cnn"]
+    with pytest.raises(ValueError, match="Valid backbones: inception_v3, xception, mobilenet, mobilenet_025, seed_cnn"):
         get_backbone("resnet50")
     with pytest.raises(ValueError, match="attention='cross'"):
         build_classifier("seed_cnn", attention="cross", weights=None)
@@ -212,7 +212,7 @@ def test_seed_subtype_model_as_published():
 
 def test_build_model_names():
     names = list_models()
-    assert len(names) == 1 + 3 + 4 * 4
+    assert len(names) == 1 + 4 + 5 * 4
     assert {"seed-pcam", "seed-subtype-xception", "mobilenet+differential", "seed_cnn+self"} <= set(names)
     model = build_model("seed_cnn+self")  # weights="auto": seed_cnn has none
     assert model.name == "seed_cnn_self" and model.output_shape == (None, 2)
