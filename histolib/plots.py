@@ -212,3 +212,69 @@ def saliency_grid(images, maps, *, titles=None, alpha: float = OVERLAY_ALPHA,
         for spine in ax.spines.values():
             spine.set_visible(False)
     return figure
+
+
+def bag_attention(image, boxes, scores, *, title: str | None = None, cmap: str = "magma") -> Figure:
+    """A bag's attention drawn over the image its tiles were cut from, beside the image.
+
+    Each tile's weight is shown as ``n * a`` (``n`` tiles in the bag, so 1 is the uniform
+    weight of mean pooling); where tiles overlap, the larger weight is drawn.
+
+    Args:
+        image: ``(h, w, 3)`` uint8 or float in [0, 1].
+        boxes: ``(n, 4)`` ``(row, col, height, width)`` of the tiles (`histolib.data.bags.Bags`).
+        scores: ``(n,)`` the tiles' attention weights (`histolib.models.attention_scores`).
+
+    Returns:
+        A figure with the image and the weights over it, with a colour bar.
+    """
+    image, boxes, scores = np.asarray(image), np.asarray(boxes), np.asarray(scores, np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) != len(scores):
+        raise ValueError("boxes must be (n, 4) with one score per box. "
+                         f"Received: boxes.shape={boxes.shape}, scores.shape={scores.shape}")
+    weight = np.full(image.shape[:2], np.nan)
+    for (r, c, h, w), s in zip(boxes, scores * len(scores)):
+        weight[r:r + h, c:c + w] = np.fmax(weight[r:r + h, c:c + w], s)
+    figure = Figure(figsize=(10, 4.6 * image.shape[0] / image.shape[1] + 0.6), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    for ax in (left, right):
+        ax.imshow(image)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = right.imshow(weight, cmap=cmap, alpha=0.6, vmin=0, vmax=max(np.nanmax(weight), 1.0))
+    figure.colorbar(shown, ax=right, fraction=0.046, label="attention x tiles (1 = uniform)")
+    left.set_title("image", fontsize=9)
+    right.set_title(title or f"attention over {len(scores)} tiles", fontsize=9)
+    return figure
+
+
+def bag_tiles(tiles, scores, *, labels=None, columns: int = 8) -> Figure:
+    """The tiles of one bag, highest attention first, each titled with ``n * a``.
+
+    Args:
+        tiles: ``(n, h, w, 3)`` uint8 or float in [0, 1].
+        scores: ``(n,)`` attention weights.
+        labels: optional ``(n,)`` tile labels; tiles labelled 1 get a red frame.
+        columns: tiles per row.
+    """
+    tiles, scores = np.asarray(tiles), np.asarray(scores, np.float64)
+    if tiles.ndim != 4 or len(tiles) != len(scores):
+        raise ValueError(f"tiles must be (n, h, w, 3) with one score each. Received: {tiles.shape}, {scores.shape}")
+    order = np.argsort(-scores, kind="stable")
+    rows = -(-len(tiles) // columns)
+    figure = Figure(figsize=(1.3 * columns, 1.45 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order):
+        ax.axis("on")
+        ax.imshow(tiles[i])
+        ax.set_title(f"{scores[i] * len(scores):.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        tumour = labels is not None and labels[i] == 1
+        for spine in ax.spines.values():
+            spine.set_visible(tumour)
+            spine.set_color("red")
+            spine.set_linewidth(3)
+    return figure
