@@ -209,3 +209,13 @@ def test_real_folders(shared_data):
     region = B.region_bag(shared_data / "he-region" / "CMU-1-Small-Region.svs")
     assert len(region) == 1 and 100 < region.sizes[0] < 30 * 23
     assert np.all(region.boxes[:, :2] % 96 == 0)
+
+
+def test_an_unwritable_cache_warns_and_still_gives_the_features(pcam_folder, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HISTOLIB_CACHE", str(blocker))
+    bags = B.pcam_bags(pcam_folder, "train", n_bags=2, bag_size=2, seed=0)
+    with pytest.warns(UserWarning, match="tile features not cached"):
+        features = F.tile_features(bags, mean_colour_encoder())
+    assert features.shape == (4, 3)

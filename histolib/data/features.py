@@ -11,23 +11,25 @@ are computed afresh; files written by another version of this module are not rea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+from histolib import cache
 
 #: Bumped when the way features are computed changes, so old cache files are not reused.
 CACHE_VERSION = 1
 
 
 def cache_dir() -> Path:
-    """Where features are cached (not created here): ``features/`` in ``$HISTOLIB_CACHE``, else
-    in ``$XDG_CACHE_HOME/histolib``, else in ``~/.cache/histolib``."""
-    if os.environ.get("HISTOLIB_CACHE"):
-        return Path(os.environ["HISTOLIB_CACHE"]).expanduser() / "features"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "histolib" / "features"
+    """Where features are cached (not created here): ``features/`` in the user cache of
+    `histolib.cache` (``$HISTOLIB_CACHE``, else ``$XDG_CACHE_HOME/histolib``, else
+    ``~/.cache/histolib``)."""
+    return cache.cache_dir() / "features"
 
 
 def encoder_fingerprint(encoder) -> str:
@@ -124,10 +126,17 @@ def _read_shard(path: Path) -> dict:
 
 
 def _write_shard(path: Path, table: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically; an unwritable cache gives a warning, and the features are still returned."""
     temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(temporary, keys=np.array(list(table)), features=np.stack(list(table.values())))
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(temporary, keys=np.array(list(table)), features=np.stack(list(table.values())))
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        warnings.warn(f"tile features not cached ({error}); set HISTOLIB_CACHE to a writable folder "
+                      "to keep them between runs", stacklevel=3)
 
 
 def tile_features(bags, encoder, *, batch_size: int = 256, cache: bool = True) -> np.ndarray:
