@@ -87,19 +87,24 @@ def _replicas() -> int:
     return 1 if distribution is None else int(np.prod(distribution.device_mesh.shape))
 
 
-def _predict_batch(model, images: np.ndarray, size: int, tta: bool) -> np.ndarray:
-    """``model``'s float32 outputs ``(n, k)`` for ``images`` ``(n, h, w, c)``, ``n <= size``.
+def _predict_batch(model, images, size: int, tta: bool) -> np.ndarray:
+    """``model``'s float32 outputs ``(n, k)`` for ``images`` ``(n, h, w, c)``, ``n <= size``
+    (or a dict of such arrays, as a multiple-instance model takes: bags and their masks).
 
-    The batch is zero-padded to ``size`` images, so every call has the same shape and the
+    The batch is zero-padded to ``size`` rows, so every call has the same shape and the
     model's predict function (a ``tf.function`` or a ``jax.jit``) is traced once.
     """
     import keras
 
-    n = len(images)
+    n = len(keras.tree.flatten(images)[0])
     if n < size:
-        images = np.concatenate([images, np.zeros((size - n, *images.shape[1:]), images.dtype)])
+        images = keras.tree.map_structure(
+            lambda a: np.concatenate([a, np.zeros((size - n, *a.shape[1:]), a.dtype)]), images)
     if not tta:
         return np.asarray(model.predict_on_batch(images), np.float32)[:n]
+    if not isinstance(images, np.ndarray):
+        raise ValueError("test-time augmentation needs images (batch, h, h, channels). "
+                         f"Received: inputs of type {type(images).__name__}")
     views = keras.ops.concatenate(dihedral_views(images), axis=0)  # (8 * size, h, w, c)
     out = np.asarray(model.predict_on_batch(views), np.float32)
     return out.reshape(8, size, *out.shape[1:]).mean(axis=0)[:n]
@@ -114,7 +119,9 @@ def predict(model, dataset, *, tta: bool = False, steps: int | None = None, prog
 
     Args:
         model: a Keras model whose output is probabilities (sigmoid ``(b, 1)`` or softmax).
-        dataset: ``tf.data.Dataset`` of ``(images (b, h, w, 3) float32, labels (b,) int)``.
+        dataset: ``tf.data.Dataset`` of ``(images (b, h, w, 3) float32, labels (b,) int)``, or
+            of ``(inputs, labels)`` with ``inputs`` a dict of arrays (bags and their masks,
+            `histolib.data.bags.dataset`).
         tta: average the probabilities over the 8 `dihedral_views` of every image.
         steps: stop after this many batches (for repeated datasets); default: all.
         progress: show a Keras progress bar over batches.
@@ -133,10 +140,12 @@ def predict(model, dataset, *, tta: bool = False, steps: int | None = None, prog
     bar = keras.utils.Progbar(total, unit_name="batch") if progress else None
     labels, outputs, size = [], [], None
     for i, (images, y) in enumerate(dataset.as_numpy_iterator()):
+        n = len(keras.tree.flatten(images)[0])
         if size is None:
-            size = -(-len(images) // _replicas()) * _replicas()
-        for start in range(0, len(images), size):  # a later batch larger than the first
-            outputs.append(_predict_batch(model, images[start:start + size], size, tta))
+            size = -(-n // _replicas()) * _replicas()
+        for start in range(0, n, size):  # a later batch larger than the first
+            part = keras.tree.map_structure(lambda a: a[start:start + size], images)
+            outputs.append(_predict_batch(model, part, size, tta))
         labels.append(np.asarray(y).reshape(-1))
         if bar is not None:
             bar.update(i + 1)
