@@ -116,6 +116,8 @@ def test_ovarian_bags_cut_each_image_at_its_own_resolution(ovarian_folder):
     gif = F.read_source(ovarian_folder / "B" / "4.jpg")  # decoded by content, not by suffix
     assert gif.shape == (150, 100, 3) and gif.dtype == np.uint8
     assert F.read_source(ovarian_folder / "A" / "two copy.png").shape == (96, 96, 3)  # alpha dropped
+    whole = B.ovarian_bags(ovarian_folder, tile=None)
+    assert list(whole.sizes) == [1, 1, 1] and whole.boxes.tolist()[2] == [0, 0, 150, 100]
 
 
 def test_ovarian_groups_from_a_mapping_or_a_callable(ovarian_folder):

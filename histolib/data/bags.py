@@ -194,7 +194,8 @@ def _groups_arg(groups, files, root: Path) -> np.ndarray:
                      f"callable path -> group. Received: groups={type(groups).__name__}")
 
 
-def ovarian_bags(root, *, tile: int = 96, groups=None, per_class: int | None = None, seed: int = 0) -> Bags:
+def ovarian_bags(root, *, tile: int | None = 96, groups=None, per_class: int | None = None,
+                 seed: int = 0) -> Bags:
     """Each image of ``root/<class>/`` as a bag of tiles at the image's own resolution.
 
     Every image is covered by ``tile x tile`` tiles (`cover_boxes`), its class folder is the bag
@@ -203,7 +204,8 @@ def ovarian_bags(root, *, tile: int = 96, groups=None, per_class: int | None = N
 
     Args:
         root: a folder of class folders, e.g. ``../shared/data/ovarian``.
-        tile: the tile side in pixels.
+        tile: the tile side in pixels; ``None`` makes the whole image one tile (a bag of one,
+            which an encoder resizes to its input: the whole-image baseline).
         groups: ``None`` (each file its own group), a dict from a file's path relative to
             ``root`` to its group (near-duplicates in one group, e.g. from
             `histolib.data.duplicates`), or a callable doing the same.
@@ -229,7 +231,8 @@ def ovarian_bags(root, *, tile: int = 96, groups=None, per_class: int | None = N
         labels += [label] * len(found)
     sources, boxes, bag = [], [], []
     for i, path in enumerate(files):
-        cut = cover_boxes(*image_size(path), tile)
+        height, width = image_size(path)
+        cut = np.array([[0, 0, height, width]]) if tile is None else cover_boxes(height, width, tile)
         sources += [str(path)] * len(cut)
         boxes.append(cut)
         bag += [i] * len(cut)

@@ -78,12 +78,13 @@ def _tiles(sources, boxes):
         yield image[row:row + height, col:col + width]
 
 
-def encode(sources, boxes, encoder, *, batch_size: int = 256, chunk: int = 2048) -> np.ndarray:
+def encode(sources, boxes, encoder, *, batch_size: int = 256, chunk_bytes: int = 2**28) -> np.ndarray:
     """The encoder's output for every tile, without the cache.
 
-    Tiles are read ``chunk`` at a time, scaled to float32 in [0, 1] (the input every histolib
-    model takes), resized (bilinear, antialiased) where a box differs from the encoder's input
-    size, and passed through ``encoder.predict`` in batches of ``batch_size``.
+    Each tile is scaled to float32 in [0, 1] (the input every histolib model takes) and,
+    where its box differs from the encoder's input size, resized (bilinear, antialiased);
+    tiles are gathered up to ``chunk_bytes`` of float32 and passed through
+    ``encoder.predict`` in batches of ``batch_size``.
 
     Returns:
         ``(t, c)`` float32.
@@ -91,24 +92,19 @@ def encode(sources, boxes, encoder, *, batch_size: int = 256, chunk: int = 2048)
     import tensorflow as tf
 
     size = tuple(encoder.input_shape[1:3])
+    chunk = max(1, chunk_bytes // (4 * 3 * size[0] * size[1]))
     out, buffer = [], []
-
-    def flush():
-        batch = tf.image.convert_image_dtype(np.stack(buffer), tf.float32)
-        if tuple(batch.shape[1:3]) != size:
-            batch = tf.clip_by_value(tf.image.resize(batch, size, antialias=True), 0.0, 1.0)
-        out.append(np.asarray(encoder.predict(np.asarray(batch), batch_size=batch_size, verbose=0), np.float32))
-        buffer.clear()
-
     for tile in _tiles(sources, boxes):
-        if buffer and tile.shape != buffer[0].shape:
-            flush()
+        tile = tile.astype(np.float32) / 255.0
+        if tile.shape[:2] != size:
+            tile = np.clip(tf.image.resize(tile, size, antialias=True).numpy(), 0.0, 1.0)
         buffer.append(tile)
         if len(buffer) == chunk:
-            flush()
+            out.append(encoder.predict(np.stack(buffer), batch_size=batch_size, verbose=0))
+            buffer.clear()
     if buffer:
-        flush()
-    features = np.concatenate(out)
+        out.append(encoder.predict(np.stack(buffer), batch_size=batch_size, verbose=0))
+    features = np.concatenate(out).astype(np.float32)
     return features.reshape(len(features), -1)
 
 
