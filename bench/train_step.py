@@ -216,8 +216,7 @@ def _jax_child(spec: str) -> int:
     assert keras.backend.backend() == "jax", keras.backend.backend()
     child = json.loads(spec)
     plan = child.pop("plan")
-    variants = [run_variant(name, **kwargs, **child) | {"jax_version": jax.__version__,
-                                                         "devices": [str(d) for d in jax.devices()]}
+    variants = [run_variant(name, **kwargs, **child) | {"devices": [str(d) for d in jax.devices()]}
                 for name, kwargs in plan]
     print(json.dumps(variants))
     return 0
