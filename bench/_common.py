@@ -106,7 +106,7 @@ def git_commit() -> dict:
 
 
 def versions() -> dict:
-    return provenance.package_versions(("tensorflow", "tensorflow-cpu", "keras", "numpy", "histolib"))
+    return provenance.package_versions(("tensorflow", "tensorflow-cpu", "keras", "jax", "numpy", "histolib"))
 
 
 def environment(load_at_start: list[float] | None = None) -> dict:

@@ -20,6 +20,16 @@ choice) is dropped and the rest give images/s (median, min, max). Variants:
   Their ratio says whether the input pipeline is the bottleneck (target: within 5 %).
 - ``pipeline alone``: the real pipeline iterated without training, all threads and one thread
   (``tf.data`` private thread pool of 1): the rate it can feed, and the rate per core.
+- augmentation, host or device: ``default + pcam augmentation in tf.data`` (the host augments)
+  against ``default + pcam augmentation in the model`` (`histolib.models.with_augmentation`:
+  the host only decodes, the training step augments); and the host's rate each way (``pipeline
+  alone`` with ``pcam`` augmentation, and decoding only), on the real JPEG folder when present,
+  else on the synthetic source.
+- Keras on JAX (``KERAS_BACKEND=jax``, the route on Colab's TPU runtimes), in a child process
+  (the backend is fixed at import): ``default on JAX`` (same pipeline, policy and compile;
+  JAX always compiles the step with XLA), ``float32 pipeline on JAX`` and ``default + pcam
+  augmentation in the model on JAX``; ``targets["jax_over_tensorflow"]`` divides the first by
+  ``default``, ``jax_over_tensorflow_float32`` the second by ``float32 pipeline``.
 
 "Fraction of ceiling" is images/s x training FLOPs per image (3 x forward, counted by
 ``bench/ceilings.py``) over the matmul ceiling of the dtype the matmuls run in (bfloat16 under
@@ -27,11 +37,16 @@ choice) is dropped and the rest give images/s (median, min, max). Variants:
 CPU-time estimate (images per CPU-second of this process times the core count; the ceiling
 likewise), which other processes' load disturbs much less.
 
-    python bench/train_step.py [--quick] [--repeats 3] [--steps 8] [--data DIR] [--jit-float32]
+    python bench/train_step.py [--quick] [--repeats 3] [--steps 8] [--data DIR] [--jit-float32] [--no-jax]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,25 +121,28 @@ def _cached(dataset, batches):
 
 
 def run_variant(name, *, policy, source, compile_kwargs=None, plain=False, steps, repeats, batch,
-                real_dir=None, seed=0) -> dict:
-    """Train the seed model one way; returns images/s and the settings."""
+                real_dir=None, seed=0, augment_in=None) -> dict:
+    """Train the seed model one way; returns images/s and the settings. ``augment_in``:
+    ``None``, ``"tf.data"`` or ``"model"`` (the ``pcam`` set, on the host or in the step)."""
     import keras
 
     from histolib import data
-    from histolib.models import build_seed_pcam_model
+    from histolib.models import build_seed_pcam_model, with_augmentation
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(seed)
         model = build_seed_pcam_model()
+        if augment_in == "model":
+            model = with_augmentation(model, "pcam", seed=seed)
         compile_kwargs = dict(compile_kwargs or {})
         (_compile_plain if plain else _compile_project)(model, **compile_kwargs)
         if source == "arrays":
             feed = _arrays(steps, batch, seed)
         elif source == "synthetic":
             feed = data.load(f"synthetic-pcam:{max(steps * batch, 256)}", "train", batch_size=batch,
-                             shuffle=True, seed=seed).repeat()
+                             shuffle=True, seed=seed, augment="pcam" if augment_in == "tf.data" else None).repeat()
         elif source in ("real", "real-cached"):
             feed = data.load(f"folder:{real_dir}", "train", batch_size=batch, shuffle=True,
                              augment="pcam-seed", seed=seed).repeat()
@@ -135,8 +153,10 @@ def run_variant(name, *, policy, source, compile_kwargs=None, plain=False, steps
         times = _fit_timed(model, feed, steps=steps, repeats=repeats, batch=batch)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    return {"variant": name, "policy": policy, "source": source, "plain_keras": plain,
-            "jit_compile": compile_kwargs.get("jit_compile", "auto (off on CPU)"),
+    backend = keras.backend.backend()
+    return {"variant": name, "backend": backend, "policy": policy, "source": source, "plain_keras": plain,
+            "augment_in": augment_in,
+            "jit_compile": compile_kwargs.get("jit_compile", "always (XLA)" if backend == "jax" else "auto (off on CPU)"),
             "steps_per_execution": compile_kwargs.get("steps_per_execution", 1),
             "batch_size": batch, "steps_per_epoch": steps,
             **_images(times, steps * batch)}
@@ -148,14 +168,17 @@ def _images(times, items) -> dict:
             "images_per_second_cpu_time_estimate": both["cpu_time_estimate"]}
 
 
-def pipeline_alone(real_dir, *, batches, repeats, batch, threads=None) -> dict:
-    """Images/s of the real JPEG pipeline (decode, resize none, ``pcam-seed`` augmentation)
-    iterated without training; ``threads=1`` confines ``tf.data`` to one thread."""
+def pipeline_alone(real_dir, *, batches, repeats, batch, threads=None, augment="pcam-seed") -> dict:
+    """Images/s of the training pipeline iterated without training: the real JPEG folder
+    (decode, no resize) or, with ``real_dir=None``, the synthetic source, with ``augment`` (a
+    set, or ``None``: decoding only, as when the model augments); ``threads=1`` confines
+    ``tf.data`` to one thread."""
     import tensorflow as tf
 
     from histolib import data
 
-    ds = data.load(f"folder:{real_dir}", "train", batch_size=batch, shuffle=True, augment="pcam-seed").repeat()
+    spec = f"folder:{real_dir}" if real_dir is not None else f"synthetic-pcam:{max(batches * batch, 256)}"
+    ds = data.load(spec, "train", batch_size=batch, shuffle=True, augment=augment).repeat()
     if threads is not None:
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads
@@ -167,23 +190,42 @@ def pipeline_alone(real_dir, *, batches, repeats, batch, threads=None) -> dict:
         for _ in range(batches):
             next(iterator)
 
-    return {"threads": threads or "all", "batch_size": batch,
+    return {"threads": threads or "all", "batch_size": batch, "source": "real" if real_dir else "synthetic",
+            "augment": augment or "none (in the model)",
             **_images(common.timed(run, repeats, warmup=1), batches * batch)}
 
 
+def jax_variants(plan, common_kw) -> list[dict]:
+    """Run ``plan`` (``[(name, run_variant kwargs)]``) in a child process under KERAS_BACKEND=jax;
+    its variants, or ``[]`` (with the reason printed) where JAX is missing or fails."""
+    child = {"plan": plan, **{k: (str(v) if isinstance(v, Path) else v) for k, v in common_kw.items()}}
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--jax-child", json.dumps(child)],
+                          capture_output=True, text=True, env=env, timeout=3600)
+    if done.returncode != 0:
+        print(f"  JAX variants skipped: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        return []
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Path | None = None,
-            ceilings_path: Path | None = None, jit_float32: bool = False) -> dict:
-    from histolib.cli import choose_precision
-    from histolib.models import build_seed_pcam_model
+def _jax_child(spec: str) -> int:
+    """The child of `jax_variants`: run the plan, print the variants as one JSON line."""
+    import jax
+    import keras
 
-    batch = 16 if quick else BATCH
-    steps = 2 if quick else steps
-    default_policy = choose_precision("auto")
-    real = real_dir if real_dir is not None and Path(real_dir, "train").is_dir() else None
-    common_kw = {"steps": steps, "repeats": repeats, "batch": batch, "real_dir": real}
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    child = json.loads(spec)
+    plan = child.pop("plan")
+    variants = [run_variant(name, **kwargs, **child) | {"devices": [str(d) for d in jax.devices()]}
+                for name, kwargs in plan]
+    print(json.dumps(variants))
+    return 0
 
+
+
+
+def _plans(quick: bool, default_policy: str, real, jit_float32: bool):
+    """``(plan, jax_plan)``: the variants to run here and under JAX, ``[(name, kwargs)]``."""
     plan = [("plain float32 twin", dict(policy="float32", source="arrays", plain=True)),
             ("default", dict(policy=default_policy, source="synthetic"))]
     if not quick:
@@ -199,33 +241,26 @@ def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Pat
     if real is not None:
         plan += [("real JPEG pipeline", dict(policy=default_policy, source="real")),
                  ("cached tensors", dict(policy=default_policy, source="real-cached"))]
+    plan += [(f"default + pcam augmentation in {where}", dict(policy=default_policy, source="synthetic",
+                                                              augment_in="tf.data" if where == "tf.data" else "model"))
+             for where in ("tf.data", "the model")]
+    jax_plan = [("default on JAX", dict(policy=default_policy, source="synthetic")),
+                ("float32 pipeline on JAX", dict(policy="float32", source="synthetic")),
+                ("default + pcam augmentation in the model on JAX",
+                 dict(policy=default_policy, source="synthetic", augment_in="model"))]
+    return plan, (jax_plan[:1] if quick else jax_plan)
 
-    train_gflop = 3 * ceilings_mod.count_flops(build_seed_pcam_model())["forward"] / 1e9
-    ceilings = ceilings_mod.load_ceilings(ceilings_path, quick)
-    variants = []
-    for name, kwargs in plan:
-        v = run_variant(name, **kwargs, **common_kw)
-        dtype = "bfloat16" if "bfloat16" in v["policy"] else "float32"
-        v["ceiling_dtype"] = dtype
-        v["achieved_gflops"] = round(v["images_per_second"]["median"] * train_gflop, 1)
-        v["fraction_of_ceiling"] = round(v["achieved_gflops"] / ceilings["gflops"][dtype], 3)
-        v["fraction_of_ceiling_cpu_time"] = round(
-            v["images_per_second_cpu_time_estimate"]["median"] * train_gflop / ceilings["gflops_cpu_time"][dtype], 3)
-        variants.append(v)
-        print(f"  {name}: {v['images_per_second']['median']} images/s", flush=True)
+
+def _targets(variants: list, pipeline: list) -> dict:
+    """The ratios the issues ask for, from the variants (by name) and the pipeline rates."""
     by_name = {v["variant"]: v for v in variants}
-
-    pipeline = []
-    if real is not None:
-        batches = 3 if quick else 30  # well past the prefetch buffer filled before timing
-        pipeline = [pipeline_alone(real, batches=batches, repeats=repeats, batch=batch),
-                    pipeline_alone(real, batches=batches, repeats=repeats, batch=batch, threads=1)]
 
     def ratio(a, b, key="images_per_second"):
         return round(by_name[a][key]["median"] / by_name[b][key]["median"], 3)
 
     default = by_name["default"]
-    settings = [v for v in variants if v["source"] in ("arrays", "synthetic")]  # not the data comparison
+    settings = [v for v in variants if v["source"] in ("arrays", "synthetic")  # not the data comparison
+                and v["backend"] == "tensorflow" and not v["augment_in"]]
     targets = {
         "default_over_plain_float32_twin": ratio("default", "plain float32 twin"),
         "default_over_plain_float32_twin_cpu_time": ratio("default", "plain float32 twin",
@@ -237,20 +272,71 @@ def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Pat
         "fastest_variant": max(settings, key=lambda v: v["images_per_second"]["median"])["variant"],
         "fastest_variant_cpu_time": max(
             settings, key=lambda v: v["images_per_second_cpu_time_estimate"]["median"])["variant"],
+        "augment_in_model_over_tf_data": ratio("default + pcam augmentation in the model",
+                                               "default + pcam augmentation in tf.data"),
     }
+    if "default on JAX" in by_name:
+        targets["jax_over_tensorflow"] = ratio("default on JAX", "default")
+        targets["jax_over_tensorflow_cpu_time"] = ratio("default on JAX", "default",
+                                                        "images_per_second_cpu_time_estimate")
+    if "float32 pipeline on JAX" in by_name and "float32 pipeline" in by_name:
+        targets["jax_over_tensorflow_float32"] = ratio("float32 pipeline on JAX", "float32 pipeline")
+    host = {p["augment"]: p["images_per_cpu_second"]["median"] for p in pipeline[-2:]}
+    targets["host_decode_only_over_augmented_per_cpu_second"] = round(
+        host["none (in the model)"] / host["pcam"], 3)
     if "real JPEG pipeline" in by_name:
         targets["real_pipeline_over_cached"] = ratio("real JPEG pipeline", "cached tensors")
         targets["real_pipeline_over_cached_cpu_time"] = ratio("real JPEG pipeline", "cached tensors",
                                                               "images_per_second_cpu_time_estimate")
         targets["real_pipeline_target"] = 0.95
+    return targets
+
+
+def _rows(variants: list, pipeline: list) -> list:
     table = [common.row(f"train {v['variant']}", v["images_per_second"], "images/s",
-                        f"{v['policy']}, {v['fraction_of_ceiling']:.0%} of {v['ceiling_dtype']} ceiling; "
-                        f"CPU-time est. {v['images_per_second_cpu_time_estimate']['median']:g}/s, "
+                        f"{v['backend']}, {v['policy']}, {v['fraction_of_ceiling']:.0%} of {v['ceiling_dtype']} "
+                        f"ceiling; CPU-time est. {v['images_per_second_cpu_time_estimate']['median']:g}/s, "
                         f"{v['fraction_of_ceiling_cpu_time']:.0%}")
              for v in variants]
-    table += [common.row(f"pipeline alone, {p['threads']} thread(s)", p["images_per_second"], "images/s",
-                         f"JPEG + pcam-seed aug; {p['images_per_cpu_second']['median']:g} per CPU-s")
-              for p in pipeline]
+    return table + [common.row(f"pipeline alone, {p['threads']} thread(s)", p["images_per_second"], "images/s",
+                               f"{p['source']}, augmentation {p['augment']}; "
+                               f"{p['images_per_cpu_second']['median']:g} per CPU-s")
+                    for p in pipeline]
+
+
+def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Path | None = None,
+            ceilings_path: Path | None = None, jit_float32: bool = False, with_jax: bool = True) -> dict:
+    from histolib.cli import choose_precision
+    from histolib.models import build_seed_pcam_model
+
+    batch = 16 if quick else BATCH
+    steps = 2 if quick else steps
+    default_policy = choose_precision("auto")
+    real = real_dir if real_dir is not None and Path(real_dir, "train").is_dir() else None
+    common_kw = {"steps": steps, "repeats": repeats, "batch": batch, "real_dir": real}
+    plan, jax_plan = _plans(quick, default_policy, real, jit_float32)
+
+    train_gflop = 3 * ceilings_mod.count_flops(build_seed_pcam_model())["forward"] / 1e9
+    ceilings = ceilings_mod.load_ceilings(ceilings_path, quick)
+    variants = [run_variant(name, **kwargs, **common_kw) for name, kwargs in plan]
+    if with_jax:
+        variants += jax_variants(jax_plan, common_kw)
+    for v in variants:
+        dtype = "bfloat16" if "bfloat16" in v["policy"] else "float32"
+        v["ceiling_dtype"] = dtype
+        v["achieved_gflops"] = round(v["images_per_second"]["median"] * train_gflop, 1)
+        v["fraction_of_ceiling"] = round(v["achieved_gflops"] / ceilings["gflops"][dtype], 3)
+        v["fraction_of_ceiling_cpu_time"] = round(
+            v["images_per_second_cpu_time_estimate"]["median"] * train_gflop / ceilings["gflops_cpu_time"][dtype], 3)
+        print(f"  {v['variant']}: {v['images_per_second']['median']} images/s", flush=True)
+
+    pipeline = []
+    batches = 3 if quick else 30  # well past the prefetch buffer filled before timing
+    if real is not None:
+        pipeline = [pipeline_alone(real, batches=batches, repeats=repeats, batch=batch),
+                    pipeline_alone(real, batches=batches, repeats=repeats, batch=batch, threads=1)]
+    pipeline += [pipeline_alone(real, batches=batches, repeats=repeats, batch=batch, augment=augment)
+                 for augment in ("pcam", None)]  # the host's rate with augmentation there, and without
     return {
         "benchmark": "training step: seed PCam model images/s by path, fraction of the dtype's ceiling",
         "model": "seed-pcam",
@@ -263,8 +349,8 @@ def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Pat
         "real_data": str(real) if real is not None else None,
         "variants": variants,
         "pipeline_alone": pipeline,
-        "targets": targets,
-        "rows": table,
+        "targets": _targets(variants, pipeline),
+        "rows": _rows(variants, pipeline),
     }
 
 
@@ -277,13 +363,17 @@ def main(argv=None) -> int:
                    help="bench_ceilings.json to divide by (default: book/results/, else measured here)")
     p.add_argument("--jit-float32", action="store_true",
                    help="also time float32 with jit_compile (XLA compiles slowly on this CPU)")
+    p.add_argument("--no-jax", action="store_true", help="skip the Keras-on-JAX variants (a child process)")
+    p.add_argument("--jax-child", metavar="JSON", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.jax_child:
+        return _jax_child(args.jax_child)
     if args.steps < 1:
         p.error(f"--steps must be >= 1, got {args.steps}")
     load_start = common.load_average()
     start = time.perf_counter()
     record = measure(args.quick, args.repeats or (1 if args.quick else 3),
-                     args.steps, args.data, args.ceilings, args.jit_float32)
+                     args.steps, args.data, args.ceilings, args.jit_float32, not args.no_jax)
     record["seconds"] = round(time.perf_counter() - start, 1)
     return common.finish(record, args, load_start)
 

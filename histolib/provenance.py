@@ -23,7 +23,7 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16
 BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 #: Distributions whose versions a run record lists.
-PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "scipy", "histolib")
+PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib", "numpy", "scikit-learn", "scipy", "histolib")
 
 
 def usable_cpus() -> int:
@@ -105,24 +105,37 @@ def describe_environment() -> dict:
     Returns a JSON-ready dict: ``packages`` (`package_versions`), ``git`` (``commit`` of the
     histolib checkout and ``histolib_modified``: whether ``histolib/`` had uncommitted
     changes), ``machine`` (OS, CPU model, logical CPUs usable by this process, memory in GiB,
-    `SPEED_FLAGS` present, TensorFlow's devices, the oneDNN setting) and the Keras dtype policy
-    in force.
+    `SPEED_FLAGS` present, the Keras backend's devices, the oneDNN setting), the Keras
+    ``backend`` (``"tensorflow"`` or ``"jax"``) and the Keras dtype policy in force.
     """
     import keras
-    import tensorflow as tf
 
     git = git_state("histolib")
-    cpu = cpu_info()
     machine = {
         "os": platform.platform(),
-        **cpu,
+        **cpu_info(),
         "memory_gib": memory_gib(),
-        "devices": [d.device_type + ":" + d.name.rsplit(":", 1)[-1] for d in tf.config.list_physical_devices()],
+        "devices": backend_devices(),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
     }
     return {
         "packages": package_versions(),
         "git": {"commit": git["commit"], "histolib_modified": git["modified"]},
         "machine": machine,
+        "backend": keras.backend.backend(),
         "dtype_policy": keras.config.dtype_policy().name,
     }
+
+
+def backend_devices() -> list[str]:
+    """The devices of the Keras backend in use: TensorFlow's physical devices (``"CPU:0"``,
+    ``"GPU:0"``, ...) or JAX's (``"cpu:0"``, ``"tpu:0"``, ...)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [f"{d.platform}:{d.id}" for d in jax.devices()]
+    import tensorflow as tf
+
+    return [d.device_type + ":" + d.name.rsplit(":", 1)[-1] for d in tf.config.list_physical_devices()]

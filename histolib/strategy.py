@@ -51,6 +51,7 @@ under every strategy, multi-worker included.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -112,17 +113,35 @@ class StrategyChoice(NamedTuple):
 
     @property
     def devices(self) -> list[str]:
-        """The devices the strategy trains on, e.g. ``["cpu:0"]`` or ``["tpu:0", "tpu:1"]``."""
-        if isinstance(self.strategy, DataParallel):
-            return list(self.strategy.devices)
-        if self.kind != "default":
-            return [d.split("device:")[-1].lower() for d in self.strategy.extended.worker_devices]
-        if keras.backend.backend() == "jax":
-            import jax
+        """The devices the strategy trains on (see `devices_of`)."""
+        return devices_of(self.strategy)
 
-            return [f"{d.platform}:{d.id}" for d in jax.devices()[:1]]
-        gpus = tf.config.list_logical_devices("GPU")
-        return [(gpus or tf.config.list_logical_devices("CPU"))[0].name.split("device:")[-1].lower()]
+
+def devices_of(strategy) -> list[str]:
+    """The devices ``strategy`` trains on, as ``"platform:index"``: e.g. ``["cpu:0"]``,
+    ``["gpu:0", "gpu:1"]`` or ``["tpu:0", ..., "tpu:7"]``; TensorFlow's default strategy (and
+    JAX without a distribution) use the first device only."""
+    if isinstance(strategy, DataParallel):
+        return list(strategy.devices)
+    try:
+        return [d.split("device:")[-1].lower() for d in strategy.extended.worker_devices]
+    except RuntimeError:  # the default strategy: one device
+        pass
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [f"{d.platform}:{d.id}" for d in jax.devices()[:1]]
+    gpus = tf.config.list_logical_devices("GPU")
+    return [(gpus or tf.config.list_logical_devices("CPU"))[0].name.split("device:")[-1].lower()]
+
+
+def training_scope(strategy):
+    """The context `histolib.train.fit` trains in: a `DataParallel`'s scope (under JAX the
+    model must be built, compiled, trained, restored and asked for predictions with the
+    distribution current, so each batch is sharded over the devices), and nothing for
+    TensorFlow's strategies (their scope matters where variables are made, which `fit` enters
+    itself)."""
+    return strategy.scope() if isinstance(strategy, DataParallel) else contextlib.nullcontext()
 
 
 def _tpu_signs() -> list[str]:

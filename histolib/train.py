@@ -135,10 +135,6 @@ def _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard)
 def _build_and_compile(model, strategy, *, learning_rate, steps_per_execution):
     """Build ``model`` (a model or a callable) in ``strategy``'s scope and compile it with Adam
     and the loss its output calls for; returns ``(model, loss name)``."""
-    if strategy is None:
-        from histolib.strategy import get_strategy
-
-        strategy = get_strategy()
     with strategy.scope():
         if callable(model) and not isinstance(model, keras.Model):
             model = model()
@@ -260,7 +256,12 @@ def fit(
         seed: the run's seed, recorded and checked on resume (see "Randomness" above).
         deterministic: also call ``tf.config.experimental.enable_op_determinism()``.
         tensorboard: also log to ``out_dir/tensorboard``.
-        strategy: a ``tf.distribute.Strategy``; default ``histolib.strategy.get_strategy()``.
+        strategy: a ``tf.distribute.Strategy``, or under ``KERAS_BACKEND=jax`` a
+            `histolib.strategy.DataParallel` (then everything, training and the threshold's
+            predictions, runs with its distribution current; give every dataset full global
+            batches, `histolib.strategy.make_tpu_safe`); default
+            ``histolib.strategy.get_strategy()``. ``run.json`` records its replicas and
+            devices in ``settings``, and the Keras backend in ``environment``.
         steps_per_epoch, validation_steps, steps_per_execution, verbose: as in Keras's
             ``fit`` and ``compile``.
         command: the command line to record in ``run.json`` (default: ``sys.argv``).
@@ -275,35 +276,41 @@ def fit(
         ValueError: for bad arguments, or when ``out_dir`` holds a run made with different
             settings (learning rate, patience, monitor, seed, ...), which cannot be resumed.
     """
+    from histolib.strategy import devices_of, get_strategy, training_scope
+
     class_weight = _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard)
     run = RunFolder(out_dir, resumable=checkpoints)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    model, loss = _build_and_compile(model, strategy, learning_rate=learning_rate,
-                                     steps_per_execution=steps_per_execution)
-    settings = {
-        "learning_rate": float(learning_rate), "patience": int(patience),
-        "lr_patience": int(max(1, patience - 1) if lr_patience is None else lr_patience),
-        "lr_factor": float(lr_factor), "min_lr": float(min_lr), "monitor": monitor, "mode": mode,
-        "class_weight": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
-        "seed": int(seed), "loss": loss, "num_classes": max(2, int(model.outputs[0].shape[-1])),
-        "epochs": int(epochs), "deterministic": bool(deterministic), "steps_per_epoch": steps_per_epoch,
-        "validation_steps": validation_steps, "steps_per_execution": int(steps_per_execution),
-        "params": int(model.count_params()), "model_name": model.name, "checkpoints": bool(checkpoints),
-    }
-    run.check(settings)
-    resumed_from = run.epochs_done
-    if run.finished(epochs):
-        model.load_weights(run.best_path)
-        print(f"{run.path}: already finished ({resumed_from} epochs, best epoch {run.state['best_epoch']}"
-              f"{', stopped early' if run.state.get('stopped_early') else ''}); nothing to train.")
-        return _result(model, run, resumed_from=resumed_from, already_finished=True)
-    train_now = not run.trained(epochs)
-    run.open(settings, command=command, extra_record=extra_record)
-    if train_now:
-        model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
-                  steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, class_weight=class_weight,
-                  callbacks=_callbacks(run, settings, tensorboard=tensorboard),
-                  shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
-                  verbose=verbose)
-    return _finish(model, val_ds, run, resumed_from=resumed_from)
+    strategy = get_strategy() if strategy is None else strategy
+    with training_scope(strategy):
+        model, loss = _build_and_compile(model, strategy, learning_rate=learning_rate,
+                                         steps_per_execution=steps_per_execution)
+        settings = {
+            "learning_rate": float(learning_rate), "patience": int(patience),
+            "lr_patience": int(max(1, patience - 1) if lr_patience is None else lr_patience),
+            "lr_factor": float(lr_factor), "min_lr": float(min_lr), "monitor": monitor, "mode": mode,
+            "class_weight": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
+            "seed": int(seed), "loss": loss, "num_classes": max(2, int(model.outputs[0].shape[-1])),
+            "epochs": int(epochs), "deterministic": bool(deterministic), "steps_per_epoch": steps_per_epoch,
+            "validation_steps": validation_steps, "steps_per_execution": int(steps_per_execution),
+            "params": int(model.count_params()), "model_name": model.name, "checkpoints": bool(checkpoints),
+            "backend": keras.backend.backend(), "replicas": int(strategy.num_replicas_in_sync),
+            "devices": devices_of(strategy),
+        }
+        run.check(settings)
+        resumed_from = run.epochs_done
+        if run.finished(epochs):
+            model.load_weights(run.best_path)
+            print(f"{run.path}: already finished ({resumed_from} epochs, best epoch {run.state['best_epoch']}"
+                  f"{', stopped early' if run.state.get('stopped_early') else ''}); nothing to train.")
+            return _result(model, run, resumed_from=resumed_from, already_finished=True)
+        train_now = not run.trained(epochs)
+        run.open(settings, command=command, extra_record=extra_record)
+        if train_now:
+            model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
+                      steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                      class_weight=class_weight, callbacks=_callbacks(run, settings, tensorboard=tensorboard),
+                      shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
+                      verbose=verbose)
+        return _finish(model, val_ds, run, resumed_from=resumed_from)

@@ -117,3 +117,44 @@ def test_strategy_choice_under_jax_uses_all_devices():
     assert "TensorFlow's" in report["mirrored"] and "Received: argument='mirrored'" in report["mirrored"]
     one = run_jax(CHOICES, devices=1)
     assert one["auto"]["kind"] == "default" and one["data-parallel"]["replicas"] == 1
+
+
+DATA_PARALLEL = """
+import json, sys
+import numpy as np, keras, tensorflow as tf
+from histolib import strategy, train
+from histolib.models import build_seed_pcam_model
+
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 1, (96, 16, 16, 3)).astype("float32")
+y = (x[:, 4:12, 4:12, 0].mean(axis=(1, 2)) > 0.5).astype("int32")
+def batches(lo, hi):  # global batches of 16, whatever the devices
+    ds = tf.data.Dataset.from_tensor_slices((x[lo:hi], y[lo:hi])).batch(16)
+    return strategy.make_tpu_safe(ds, 16, num_examples=hi - lo)
+out = {}
+for name in ("default", "data-parallel"):
+    choice = strategy.choose_strategy(name)
+    keras.utils.set_random_seed(0)
+    result = train.fit(lambda: build_seed_pcam_model((16, 16, 3), centre_inputs=True), batches(0, 64), batches(64, 96),
+                       out_dir=f"{sys.argv[1]}/{name}", epochs=1, strategy=choice.strategy, verbose=0)
+    record = json.loads((result.out_dir / "run.json").read_text())
+    out[name] = {"history": result.history[0], "threshold": result.threshold["threshold"],
+                 "settings": {k: record["settings"][k] for k in ("backend", "replicas", "devices")},
+                 "environment": {"backend": record["environment"]["backend"],
+                                 "devices": record["environment"]["machine"]["devices"]}}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_data_parallel_epoch_matches_one_device(tmp_path):
+    """train.fit with keras.distribution.DataParallel over two CPU devices: one epoch's losses
+    and metrics equal one device's for the same seed and global batch (16)."""
+    report = run_jax(DATA_PARALLEL, tmp_path, devices=2)
+    one, two = report["default"], report["data-parallel"]
+    assert one["settings"] == {"backend": "jax", "replicas": 1, "devices": ["cpu:0"]}
+    assert two["settings"] == {"backend": "jax", "replicas": 2, "devices": ["cpu:0", "cpu:1"]}
+    assert two["environment"] == {"backend": "jax", "devices": ["cpu:0", "cpu:1"]}
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy", "val_auc"):
+        assert two["history"][key] == pytest.approx(one["history"][key], abs=1e-5), key
+    assert two["threshold"] == pytest.approx(one["threshold"], abs=1e-5)

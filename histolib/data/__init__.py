@@ -121,7 +121,7 @@ def load(spec: str, split: str = "train", *, batch_size: int = 64, image_size=No
     if augment is not None:
         from histolib.data.augment import augmentation
 
-        pipeline = augmentation(augment, seed)
+        pipeline = augmentation(augment, seed, dtype="float32")  # [0, 1] float32 under any global policy
     sel = _selection(spec, split, fractions=fractions, seed=seed, group_by=group_by, oversample=oversample)
     ds = sel.batches(batch_size, bool(shuffle), int(seed), size)
     if pipeline is not None:
