@@ -238,6 +238,17 @@ function check(page) {
         traceback_text: [...doc.querySelectorAll("pre, .output")].filter(el => !allowed(el)
           && el.textContent.includes("Traceback (most recent call last)")).length,
         system_messages: doc.querySelectorAll(".system-message, .problematic").length,
+        // Printed results wider than their box (book/_css/histolib.css wraps them).
+        wide_text: [...doc.querySelectorAll(".cell_output .output.stream pre, .cell_output .output.text_plain pre")]
+          .filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.textContent.slice(0, 60)),
+        // Tables past the article's right edge with no sideways scrolling box around them.
+        cut_tables: [...doc.querySelectorAll("article table")].filter(table => {
+          const article = table.closest("article");
+          if (table.getBoundingClientRect().right <= article.getBoundingClientRect().right + 1) return false;
+          for (let el = table.parentElement; el && el !== article; el = el.parentElement)
+            if (["auto", "scroll"].includes(win.getComputedStyle(el).overflowX)) return false;
+          return true;
+        }).map(table => table.textContent.trim().slice(0, 60)),
       });
     };
     frame.src = page;
@@ -302,6 +313,8 @@ def test_pages_load_with_their_images_equations_and_no_tracebacks(served_site, t
             assert r["mjx"] >= r["math"] and not r["mjx_errors"], f"{page}: equations not rendered: {r}"
         assert not r["tracebacks"] and not r["traceback_text"], f"{page} shows a traceback"
         assert not r["system_messages"], f"{page} shows a Sphinx system message"
+        assert not r["wide_text"], f"{page}: printed lines cut at the right edge: {r['wide_text']}"
+        assert not r["cut_tables"], f"{page}: tables cut at the right edge: {r['cut_tables']}"
     chapters_with_math = [p for p, r in results.items() if r["math"]]
     assert chapters_with_math, "no page has an equation, so MathJax was never exercised"
 

@@ -121,6 +121,13 @@ from histolib.models import (  # noqa: E402
 from histolib.models import weights as weights_module  # noqa: E402
 
 
+def test_misspelt_backbone_and_attention_suggest_the_closest():
+    with pytest.raises(ValueError, match="did you mean 'xception'\\? Valid backbones: "):
+        get_backbone("Xceptoin")
+    with pytest.raises(ValueError, match="did you mean 'differential'\\? .*attention='diferential'"):
+        build_classifier("seed_cnn", attention="diferential", weights=None)
+
+
 def test_list_backbones_and_unknown_names():
     assert list_backbones() == ["inception_v3", "xception", "mobilenet", "mobilenet_025", "seed_cnn"]
     with pytest.raises(ValueError, match="Valid backbones: inception_v3, xception, mobilenet, mobilenet_025, seed_cnn"):

@@ -71,3 +71,14 @@ def test_readme_quick_start_says_the_same_line():
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "source .venv/bin/activate" in quick
+
+
+def test_readme_code_blocks_fit_without_scrolling():
+    """GitHub shows about 100 characters of a code block before it scrolls; 80 leaves room."""
+    long_lines, inside = [], False
+    for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            inside = not inside
+        elif inside and len(line) > 80:
+            long_lines.append(f"line {number}: {len(line)} characters")
+    assert not long_lines, long_lines

@@ -27,6 +27,8 @@ from typing import Callable
 
 import keras
 
+from histolib.names import unknown_name
+
 #: The smallest feature map side `build_classifier` accepts for attention and Grad-CAM.
 MIN_GRID = 3
 
@@ -176,11 +178,9 @@ def list_backbones() -> list[str]:
 
 def get_backbone(name: str) -> BackboneSpec:
     """The spec of backbone ``name``; an unknown name raises ``ValueError`` listing the valid
-    ones."""
+    ones and suggesting the closest."""
     if name not in BACKBONES:
-        raise ValueError(
-            f"Unknown backbone. Valid backbones: {', '.join(BACKBONES)}. Received: backbone={name!r}"
-        )
+        raise unknown_name("backbone", name, BACKBONES, argument="backbone")
     return BACKBONES[name]
 
 

@@ -9,6 +9,7 @@ import keras
 from histolib.layers import DifferentialAttention, SelfAttention, ThresholdedAttention
 from histolib.models.backbones import MIN_GRID, BackboneSpec, get_backbone, seed_cnn_features
 from histolib.models.weights import resolve_weights
+from histolib.names import unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,8 @@ def attention_layer(kind: str, spec: BackboneSpec):
             head_dim=spec.attention_dim // (2 * DIFFERENTIAL_HEADS),
             name="attention",
         )
-    raise ValueError(
-        f"Unknown attention. Valid: {', '.join(map(repr, ATTENTIONS))}. Received: attention={kind!r}"
-    )
+    raise unknown_name("attention", kind, [a for a in ATTENTIONS if a], argument="attention",
+                       plural="attention kinds")
 
 
 def build_classifier(
@@ -131,10 +131,8 @@ def build_classifier(
     """
     spec = get_backbone(backbone)
     if attention not in ATTENTIONS:
-        raise ValueError(
-            f"Unknown attention. Valid: {', '.join(map(repr, ATTENTIONS))}. "
-            f"Received: attention={attention!r}"
-        )
+        raise unknown_name("attention", attention, [str(a) for a in ATTENTIONS], argument="attention",
+                           plural="attention kinds")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             "num_classes must be an integer >= 2 (two classes give a two-column softmax). "
