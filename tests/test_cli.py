@@ -140,3 +140,37 @@ def test_mixed_precision_applies_to_the_model_not_the_augmentation(tmp_path, cap
     model = load_model(out / "best.keras")
     assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
     assert model.get_layer("prob").dtype_policy.name == "float32"
+
+
+def test_class_weight_balanced_weights_the_loss(tmp_path, capsys):
+    # synthetic-subtype is imbalanced (the seed's proportions); one step on the same first batch
+    # from the same initial weights: only the class weights differ between the two runs.
+    from histolib import data, train
+
+    common = ["--data", "synthetic-subtype:60", "--model", "seed_cnn", "--epochs", "1", "--image-size", "32",
+              "--batch-size", "16", "--steps-per-epoch", "1", "--validation-steps", "1", "--precision", "float32"]
+    losses = {}
+    for mode in ("none", "balanced"):
+        out = tmp_path / mode
+        assert cli.main(["train", *common, "--out", str(out), "--class-weight", mode]) == 0, capsys.readouterr().err
+        record = json.loads((out / "run.json").read_text())
+        losses[mode] = train.read_history(out)[0]["loss"]
+        weights = record["settings"]["class_weight"]
+        if mode == "none":
+            assert weights is None
+        else:
+            counts = data.info("synthetic-subtype:60", "train")["counts"]
+            expected = train.balanced_class_weight(counts)
+            assert weights == pytest.approx({str(k): v for k, v in expected.items()})
+            assert max(weights.values()) > 1.5 * min(weights.values())  # imbalanced enough to matter
+    assert losses["none"] != pytest.approx(losses["balanced"], rel=1e-3)
+
+
+def test_multiworker_is_refused_before_any_data_is_read(tmp_path):
+    # The data folder does not exist: a refusal after loading would complain about it instead.
+    result = subprocess.run(
+        [sys.executable, "-m", "histolib", "train", "--data", f"folder:{tmp_path / 'absent'}", "--model",
+         "seed-pcam", "--epochs", "1", "--out", str(tmp_path / "run"), "--strategy", "multiworker"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "multiworker is not supported" in result.stderr and "absent" not in result.stderr

@@ -38,13 +38,19 @@ import tensorflow as tf
 from histolib.data._net import reachable
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 from histolib.data.splits import SPLITS
-from histolib.data.synthetic import PCAM_FILE
+
+PCAM_FILE = "camelyonpatch_level_2_split_{split}_{key}.h5"
+"""Names of the original PCam files, ``key`` = ``x`` (images) or ``y`` (labels)."""
+
+META_FILE = "camelyonpatch_level_2_split_{split}_meta.csv"
+"""Names of PCam's per-patch metadata files (column ``wsi``: the source slide)."""
 
 SPLIT_LENGTHS = {"train": 262144, "valid": 32768, "test": 32768}
 """Published split sizes."""
 
 CLASS_NAMES = ["0", "1"]
-"""Label order: 0 = no tumour in the centre 32x32 region, 1 = tumour there (as the JPEG folders)."""
+"""Label order of every PCam source (h5, TFDS, Kaggle, folders of PCam JPEGs, synthetic-pcam):
+0 = no tumour in the centre 32x32 region, 1 = tumour there."""
 
 PATCH_SHAPE = (96, 96, 3)
 BLOCK = 1024
@@ -155,7 +161,7 @@ def read_meta(directory, split: str):
     """The ``_meta.csv`` of ``split`` as a DataFrame (column ``wsi``: the source slide per patch)."""
     import pandas as pd
 
-    path = Path(directory) / f"camelyonpatch_level_2_split_{split}_meta.csv"
+    path = Path(directory) / META_FILE.format(split=split)
     if not path.is_file():
         raise ValueError(f"missing PCam meta file {path}")
     meta = pd.read_csv(path)
@@ -192,8 +198,9 @@ def _stream(x_path: Path, labels: np.ndarray):
     return batches
 
 
-def selection(directory, split: str, *, group_by=None, oversample=None, **_) -> Selection:
-    """One split of the PCam files in ``directory`` (fixed splits, each balanced)."""
+def selection(directory, split: str, *, fractions=None, seed: int = 0, group_by=None, oversample=None) -> Selection:
+    """One split of the PCam files in ``directory`` (fixed splits, each balanced: ``fractions``
+    and ``seed`` do not shape them; shuffling takes its seed at streaming time)."""
     if group_by is not None:
         raise ValueError("pcam-h5 has fixed splits, already separated by slide; group_by does not apply "
                          "(read_meta gives each patch's slide for grouped reports)")
@@ -256,7 +263,7 @@ def download_pcam(out_dir="data/downloads/pcam", splits=SPLITS, *, meta: bool = 
     info = manifest()
     out = Path(out_dir)
     names = [PCAM_FILE.format(split=s, key=k) for s in splits for k in ("x", "y")]
-    names += [f"camelyonpatch_level_2_split_{s}_meta.csv" for s in splits] if meta else []
+    names += [META_FILE.format(split=s) for s in splits] if meta else []
     todo = [n for n in names if not ((out / n).is_file() and md5sum(out / n) == info["files"][n]["md5"])]
     if todo and not reachable(DOWNLOAD_HOST, 443, timeout=5.0):
         raise ConnectionError(f"cannot reach {DOWNLOAD_HOST} to download PCam; copy the files "

@@ -376,10 +376,6 @@ def subtype_images(indices=None, *, total: int | None = None, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------- writers
-PCAM_FILE = "camelyonpatch_level_2_split_{split}_{key}.h5"
-"""Names of the original PCam files, ``key`` = ``x`` (images) or ``y`` (labels)."""
-
-
 def write_pcam_h5(directory, split: str, images: np.ndarray, labels: np.ndarray, *,
                   slides=None, compress: bool = False) -> list[Path]:
     """Write one split in the original PCam layout.
@@ -395,6 +391,8 @@ def write_pcam_h5(directory, split: str, images: np.ndarray, labels: np.ndarray,
     """
     import h5py
     import pandas as pd
+
+    from histolib.data.pcam import META_FILE, PCAM_FILE
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -414,7 +412,7 @@ def write_pcam_h5(directory, split: str, images: np.ndarray, labels: np.ndarray,
             path = Path(f"{path}.gz")
         written.append(path)
     if slides is not None:
-        path = directory / f"camelyonpatch_level_2_split_{split}_meta.csv"
+        path = directory / META_FILE.format(split=split)
         pd.DataFrame({"coord_y": 0, "coord_x": 0, "tumor_patch": labels.astype(bool),
                       "center_tumor_patch": labels.astype(bool), "wsi": np.asarray(slides)}).to_csv(path)
         written.append(path)
@@ -533,11 +531,15 @@ def parse_pcam_sizes(arg: str | None) -> dict[str, int]:
     return dict(zip(("train", "valid", "test"), parts))
 
 
-def pcam_selection(arg, split, *, seed=0, oversample=None, **_):
-    """``synthetic-pcam[:sizes]`` split ``split``: fixed, disjoint, balanced splits."""
+def pcam_selection(arg, split, *, fractions=None, seed=0, group_by=None, oversample=None):
+    """``synthetic-pcam[:sizes]`` split ``split``: fixed, disjoint, balanced splits (``fractions``
+    does not shape them)."""
     from histolib.data._pipeline import indexed
+    from histolib.data.pcam import CLASS_NAMES
     from histolib.data.splits import oversample as _oversample
 
+    if group_by is not None:
+        raise ValueError("synthetic-pcam has fixed splits; group_by does not apply")
     sizes = parse_pcam_sizes(arg)
     if oversample == "before":
         raise ValueError("synthetic-pcam has fixed splits; oversample='before' needs a source without splits")
@@ -547,7 +549,7 @@ def pcam_selection(arg, split, *, seed=0, oversample=None, **_):
     idx = np.arange(n)
     if oversample == "after" and split == "train":
         idx = _oversample(idx, labels, seed)
-    return indexed(["0", "1"], labels, idx, store.read, (PCAM_SIZE, PCAM_SIZE))
+    return indexed(CLASS_NAMES, labels, idx, store.read, (PCAM_SIZE, PCAM_SIZE))
 
 
 def subtype_selection(arg, split, *, seed=0, fractions=(0.8, 0.1, 0.1), group_by=None, oversample=None):

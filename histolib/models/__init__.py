@@ -9,8 +9,8 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
 - `build_classifier(backbone, *, attention=None, num_classes=2, input_shape=(96, 96, 3),
   weights="imagenet", freeze=True)`: any backbone of `list_backbones()` with attention
   ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``.
-- `build_model(name, *, num_classes=2, input_shape=None, weights="auto")`: the command
-  line's names, `list_models()`.
+- `build_model(name, *, num_classes=2, input_shape=None, weights="auto", dtype_policy=None)`:
+  the command line's names, one table (`MODELS`, `list_models()`, `register_model`).
 - `fold_batch_norm(model)`: an inference copy with each BatchNormalization folded into the
   convolution before it (faster, most of all under ``mixed_bfloat16`` on a CPU).
 - `get_backbone(name)` gives a backbone's spec (scaling, sizes, Grad-CAM layer, channels);
@@ -50,15 +50,17 @@ from histolib.models.outputs import (
     positive_probability,
     predicted_class,
 )
-from histolib.models.registry import build_model, list_models
+from histolib.models.registry import MODELS, ModelEntry, build_model, list_models, register_model
 from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model, build_seed_subtype_model
 from histolib.models.weights import WeightsNotFoundError
 
 __all__ = [
     "BACKBONES",
+    "MODELS",
     "MIN_GRID",
     "SEED_PCAM_PARAMS",
     "BackboneSpec",
+    "ModelEntry",
     "WeightsNotFoundError",
     "build_classifier",
     "build_model",
@@ -74,4 +76,5 @@ __all__ = [
     "loss_for",
     "positive_probability",
     "predicted_class",
+    "register_model",
 ]
