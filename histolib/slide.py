@@ -13,15 +13,12 @@ The real region ``CMU-1-Small-Region.svs`` (OpenSlide test data, CC0) is 2220 pi
 
 from __future__ import annotations
 
-import hashlib
-import os
-import socket
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from histolib.data._net import download
 
 __all__ = [
     "CMU_REGION",
@@ -339,54 +336,19 @@ def draw_heatmap(region, result: SlideHeatmap, path=None, *, alpha: float = 0.5,
     return figure
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_cmu_region(out_dir, *, timeout: float = 10.0) -> Path:
     """Download ``CMU-1-Small-Region.svs`` (OpenSlide test data, CC0, 1.9 MB), MD5-checked.
 
     A file already there with the right MD5 is kept and not downloaded again. Offline, this fails
-    within ``timeout`` seconds with a ``ConnectionError`` saying where to get the file by hand.
+    within seconds with a ``ConnectionError`` saying where to get the file by hand.
 
     Returns:
         the path of the checked file in ``out_dir``.
 
     Raises:
         ConnectionError: the server cannot be reached, or the download fails.
-        ValueError: the downloaded file's MD5 is not the expected one (the file is removed).
+        ValueError: the downloaded file's MD5 is not the expected one (nothing is left behind).
     """
-    out_dir = Path(out_dir)
-    target = out_dir / CMU_REGION["filename"]
-    if target.is_file() and _md5(target) == CMU_REGION["md5"]:
-        return target
-    url = CMU_REGION["url"]
-    host = urllib.parse.urlsplit(url).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as error:
-        raise ConnectionError(
-            f"Cannot reach {host} ({error}); are you offline? Download {url} by hand into "
-            f"{out_dir} (MD5 {CMU_REGION['md5']})."
-        ) from error
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as handle:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                handle.write(block)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise ConnectionError(f"Download of {url} failed: {error}") from error
-    digest = _md5(partial)
-    if digest != CMU_REGION["md5"]:
-        partial.unlink()
-        raise ValueError(
-            f"Expected MD5 {CMU_REGION['md5']} for {url}. Received: {digest}; the file was removed."
-        )
-    os.replace(partial, target)
-    return target
+    url, md5 = CMU_REGION["url"], CMU_REGION["md5"]
+    return download(url, Path(out_dir) / CMU_REGION["filename"], md5=md5, timeout=timeout,
+                    by_hand=f"Download {url} by hand into {out_dir} (MD5 {md5}).")
