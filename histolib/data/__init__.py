@@ -68,9 +68,9 @@ class Source:
 
 #: kind -> `Source`: every spec `load` and `info` accept. Add a source with a row here.
 SOURCES: dict[str, Source] = {
-    "synthetic-pcam": Source("histolib.data.synthetic:pcam_selection", "synthetic-pcam",
+    "synthetic-pcam": Source("histolib.data.synthetic.selection:pcam_selection", "synthetic-pcam",
                              "built-in PCam-like patches with lesion masks (fixed train / valid / test splits)"),
-    "synthetic-subtype": Source("histolib.data.synthetic:subtype_selection", "synthetic-subtype",
+    "synthetic-subtype": Source("histolib.data.synthetic.selection:subtype_selection", "synthetic-subtype",
                                 "built-in five-class ovarian-subtype textures, with patient keys "
                                 "(no splits: seeded split)"),
     "pcam-h5": Source("histolib.data.pcam:selection", "pcam-h5:DIR",
