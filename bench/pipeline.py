@@ -61,7 +61,7 @@ def write_h5(directory: Path, n: int, split: str = "train") -> Path:
     import h5py
     import numpy as np
 
-    from histolib.data.synthetic import PCAM_FILE
+    from histolib.data.pcam import PCAM_FILE
 
     rng = np.random.default_rng(0)
     block = rng.integers(0, 256, (4096, 96, 96, 3), dtype=np.uint8)

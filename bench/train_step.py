@@ -9,7 +9,7 @@ choice) is dropped and the rest give images/s (median, min, max). Variants:
 - ``plain mixed_bfloat16``: the same in ``mixed_bfloat16``;
 - ``default``: the project's path as ``histolib train`` takes it on this CPU: the
   ``tf.data`` pipeline of ``histolib.data.load`` (shuffled, prefetched), the dtype policy
-  ``histolib.cli.choose_precision("auto")`` picks (``mixed_bfloat16`` on a CPU with AVX-512
+  ``histolib.strategy.choose_precision("auto")`` picks (``mixed_bfloat16`` on a CPU with AVX-512
   BF16), ``train.fit``'s compile (Adam, accuracy and AUC), ``steps_per_execution=1`` and
   Keras's ``jit_compile="auto"`` (XLA off on a CPU-only machine);
 - ``default + jit_compile``, ``default + steps_per_execution=8``, ``float32 pipeline``
@@ -306,7 +306,7 @@ def _rows(variants: list, pipeline: list) -> list:
 
 def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Path | None = None,
             ceilings_path: Path | None = None, jit_float32: bool = False, with_jax: bool = True) -> dict:
-    from histolib.cli import choose_precision
+    from histolib.strategy import choose_precision
     from histolib.models import build_seed_pcam_model
 
     batch = 16 if quick else BATCH

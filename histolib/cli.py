@@ -9,7 +9,7 @@ Bad arguments and bad inputs end with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import json
 import os
 import shlex
@@ -33,12 +33,6 @@ examples:
 
 Run 'histolib COMMAND --help' for each command's options.
 """
-
-SPEC_HELP = (
-    "data spec: synthetic-pcam, synthetic-subtype, folder:DIR (DIR/{train,valid,test}/CLASS/*.jpg), "
-    "pcam-h5:DIR, kaggle:DIR or tfds:patch_camelyon"
-)
-
 
 def _para(text: str) -> str:
     return textwrap.fill(text, 78)
@@ -73,25 +67,27 @@ def _positive_float(text):
     return value
 
 
+def _spec_help(data) -> str:
+    return "data spec: " + ", ".join(data.SPECS)
+
+
+def _model_name(text):
+    from histolib import models
+
+    if text not in models.MODELS:
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; valid: {', '.join(models.list_models())}")
+    return text
+
+
 def _existing_file(text):
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return Path(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``histolib`` command."""
-    parser = _Parser(
-        prog=PROG,
-        description=_para(
-            "Attention models in computational pathology: train, evaluate and map "
-            "histology patch classifiers (PatchCamelyon, ovarian subtypes)."
-        ),
-        epilog=EPILOG_TOP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
+def _add_train(commands) -> None:
+    from histolib import data, models, strategy
+    from histolib.data.augment import NAMES as AUGMENTATIONS
 
     t = commands.add_parser(
         "train",
@@ -108,15 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs 8 --augment pcam-seed --out runs/pcam-seed",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument("--data", required=True, metavar="SPEC", help=SPEC_HELP)
-    t.add_argument("--model", required=True, metavar="NAME",
-                   help="seed-pcam, seed-subtype-BACKBONE, BACKBONE or BACKBONE+ATTENTION "
-                   "(backbones: inception_v3, xception, mobilenet, seed_cnn; attention: self, "
-                   "thresholded, differential), e.g. mobilenet+differential")
+    t.add_argument("--data", required=True, metavar="SPEC", help=_spec_help(data))
+    t.add_argument("--model", required=True, metavar="NAME", type=_model_name,
+                   help=f"one of: {', '.join(models.list_models())}")
     t.add_argument("--epochs", required=True, type=_positive_int, metavar="N", help="total epochs of the run")
     t.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (resumes if it holds a run)")
     t.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="images per batch (default 64)")
-    t.add_argument("--augment", metavar="SET", default=None,
+    t.add_argument("--augment", metavar="SET", default=None, choices=AUGMENTATIONS,
                    help="augmentation of the training images: pcam-seed (the seed's flips, "
                    "brightness, contrast), pcam (adds 90-degree rotations and HED stain jitter) or subtype")
     t.add_argument("--image-size", type=_positive_int, metavar="PX", default=None,
@@ -133,11 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial weights: auto (ImageNet for pretrained backbones, with the backbone "
                    "frozen; nothing for seed-pcam and seed_cnn), imagenet, none (random, nothing "
                    "frozen) or a weights file (default auto)")
-    t.add_argument("--precision", default="auto",
-                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+    t.add_argument("--precision", default="auto", choices=strategy.PRECISIONS,
                    help="Keras dtype policy; auto: mixed_bfloat16 on CPUs with bfloat16 instructions "
                    "and on TPUs, mixed_float16 on GPUs, float32 otherwise")
-    t.add_argument("--strategy", default=None, choices=["auto", "tpu", "mirrored", "multiworker", "default"],
+    t.add_argument("--strategy", default=None, choices=strategy.CHOICES,
                    help="distribution strategy (default: $HISTOLIB_STRATEGY, else auto: a TPU, else "
                    "mirrored GPUs, else one device); --batch-size is then the global batch")
     t.add_argument("--deterministic", action="store_true", help="enable TensorFlow op determinism (slower)")
@@ -146,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on N batches per epoch (default: the whole split)")
     t.add_argument("--validation-steps", type=_positive_int, default=None, metavar="N",
                    help="validate on N batches (default: the whole split)")
+
+
+def _add_evaluate(commands) -> None:
+    from histolib import data
 
     e = commands.add_parser(
         "evaluate",
@@ -162,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     e.add_argument("--model", required=True, type=_existing_file, metavar="FILE", help="a .keras model")
-    e.add_argument("--data", required=True, metavar="SPEC", help=SPEC_HELP)
-    e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split to score (default test)")
+    e.add_argument("--data", required=True, metavar="SPEC", help=_spec_help(data))
+    e.add_argument("--split", default="test", choices=data.SPLITS, help="split to score (default test)")
     e.add_argument("--tta", action="store_true",
                    help="average predictions over the 8 flips and 90-degree rotations of each image")
     e.add_argument("--json", type=Path, metavar="FILE", help="write the metrics to FILE as JSON")
@@ -174,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add 95%% bootstrap intervals from N resamples (e.g. 1000)")
     e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
 
+
+def _add_heatmap(commands) -> None:
     h = commands.add_parser(
         "heatmap",
         help="draw a model's tumour-probability heatmap over a slide region",
@@ -195,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least tissue fraction for a tile to be scored (default 0.25)")
     h.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="tiles per batch (default 128)")
 
+
+def _add_data(commands) -> None:
+    from histolib import data
+
     d = commands.add_parser(
         "data",
         help="download real data (MD5-checked)",
@@ -204,134 +207,90 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d.add_argument("dataset", choices=["pcam", "cmu-region"],
-                   help="pcam: the PatchCamelyon .h5.gz files (about 7.5 GB); cmu-region: "
-                   "OpenSlide's CMU-1-Small-Region.svs (1.9 MB)")
+    d.add_argument("dataset", choices=list(data.DOWNLOADS),
+                   help="; ".join(f"{name}: {entry.summary}" for name, entry in data.DOWNLOADS.items()))
     d.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to download into")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``histolib`` command."""
+    parser = _Parser(
+        prog=PROG,
+        description=_para(
+            "Attention models in computational pathology: train, evaluate and map "
+            "histology patch classifiers (PatchCamelyon, ovarian subtypes)."
+        ),
+        epilog=EPILOG_TOP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    for add in (_add_train, _add_evaluate, _add_heatmap, _add_data):
+        add(commands)
     return parser
-
-
-def choose_precision(name: str = "auto") -> str:
-    """The Keras dtype policy for ``--precision``: ``auto`` picks per device.
-
-    ``mixed_bfloat16`` on TPUs and on CPUs with bfloat16 instructions (AVX-512 BF16 or AMX:
-    measured 97 against 73 images/s for the seed model), ``mixed_float16`` on GPUs, ``float32``
-    otherwise.
-    """
-    if name != "auto":
-        return name
-    import tensorflow as tf
-
-    if tf.config.list_logical_devices("TPU"):
-        return "mixed_bfloat16"
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    from histolib.provenance import has_bfloat16
-
-    return "mixed_bfloat16" if has_bfloat16() else "float32"
-
-
-def file_list_digest(root) -> dict:
-    """``{"files": n, "sha256": ...}`` of the sorted relative paths of the files under ``root``.
-
-    A cheap fingerprint of a data folder for run records: it changes when a file is added,
-    removed or renamed (not when a file's bytes change).
-    """
-    root = Path(root)
-    names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    return {"files": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
-
-
-def _data_dir(spec: str):
-    kind, _, arg = spec.partition(":")
-    if kind in ("folder", "pcam-h5", "kaggle") and arg and Path(arg).is_dir():
-        return Path(arg)
-    return None
 
 
 def _interactive() -> bool:
     return sys.stdout.isatty()
 
 
-def _build_with_policy(precision, name, **kwargs):
-    """Build ``name`` under the dtype policy ``precision`` and put the global policy back.
-
-    Only the model takes the policy: the data pipeline (augmentation layers included) stays in
-    float32.
-    """
+def _train(args) -> int:
     import keras
 
-    from histolib import models
-
-    previous = keras.config.dtype_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        return models.build_model(name, **kwargs)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def _train(args) -> int:
-    from histolib import data, strategy, train
+    from histolib import data, models, strategy, train
 
     if args.patience < 0:
         raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
     choice = strategy.choose_strategy(args.strategy)  # first: it brings up a TPU, if any
-    precision = choose_precision(args.precision)
-    train_info = data.info(args.data, "train", seed=args.seed)
-    valid_info = data.info(args.data, "valid", seed=args.seed)
-    num_classes = len(train_info["class_names"])
-    input_shape = None if args.image_size is None else (args.image_size, args.image_size, 3)
-    weights = None if args.weights == "none" else args.weights
-
-    train_ds = data.load(args.data, "train", batch_size=args.batch_size, image_size=args.image_size,
-                         shuffle=True, augment=args.augment, seed=args.seed)
-    val_ds = data.load(args.data, "valid", batch_size=args.batch_size, image_size=args.image_size,
-                       seed=args.seed)
     if choice.kind == "multiworker":
         raise UsageError(f"{PROG} train: error: --strategy multiworker is not supported here: Keras 3's "
                          "model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
                          "train from Python with histolib.strategy.fit_replicated instead")
-    if choice.kind == "tpu":
-        train_ds = strategy.make_tpu_safe(train_ds, args.batch_size, num_examples=sum(train_info["counts"]))
-        val_ds = strategy.make_tpu_safe(val_ds, args.batch_size, num_examples=sum(valid_info["counts"]))
-    elif choice.kind == "mirrored":
-        # A known number of steps keeps the replicas in lock-step (with an unknown length they
-        # drift apart by ~1e-5 over a few epochs); validation keeps every image.
-        train_ds = strategy.make_tpu_safe(train_ds, args.batch_size, num_examples=sum(train_info["counts"]))
+    precision = strategy.choose_precision(args.precision)
+    info = {split: data.info(args.data, split, seed=args.seed) for split in ("train", "valid")}
+    train_ds = data.load(args.data, "train", batch_size=args.batch_size, image_size=args.image_size,
+                         shuffle=True, augment=args.augment, seed=args.seed)
+    val_ds = data.load(args.data, "valid", batch_size=args.batch_size, image_size=args.image_size,
+                       seed=args.seed)
+    train_ds, val_ds = strategy.datasets_for_strategy(
+        choice.kind, train_ds, val_ds, batch_size=args.batch_size,
+        train_examples=sum(info["train"]["counts"]), valid_examples=sum(info["valid"]["counts"]))
     record = {
-        "data": {"spec": args.data, "class_names": train_info["class_names"],
-                 "train_counts": train_info["counts"], "valid_counts": valid_info["counts"]},
+        "data": {"spec": args.data, "class_names": info["train"]["class_names"],
+                 "train_counts": info["train"]["counts"], "valid_counts": info["valid"]["counts"]},
         "model": args.model, "batch_size": args.batch_size, "augment": args.augment,
         "image_size": args.image_size, "precision": precision, "weights": args.weights,
         "strategy": {"kind": choice.kind, "replicas": choice.strategy.num_replicas_in_sync,
                      "reason": choice.reason},
     }
-    folder = _data_dir(args.data)
-    if folder is not None:
-        record["data"]["file_list"] = file_list_digest(folder)
-    class_weight = ("balanced", train_info["counts"]) if args.class_weight == "balanced" else None
-    import keras
-
+    digest = data.folder_digest(args.data)
+    if digest is not None:
+        record["data"]["file_list"] = digest
+    build = functools.partial(
+        models.build_model, args.model, num_classes=len(info["train"]["class_names"]),
+        input_shape=None if args.image_size is None else (args.image_size, args.image_size, 3),
+        weights=None if args.weights == "none" else args.weights, dtype_policy=precision)
     keras.utils.set_random_seed(args.seed)  # once, for the initial weights and dropout
     result = train.fit(
-        lambda: _build_with_policy(precision, args.model, num_classes=num_classes, input_shape=input_shape,
-                                   weights=weights),
-        train_ds, val_ds, out_dir=args.out, epochs=args.epochs, learning_rate=args.lr,
-        patience=args.patience, monitor=args.monitor, class_weight=class_weight, seed=args.seed,
+        build, train_ds, val_ds, out_dir=args.out, epochs=args.epochs, learning_rate=args.lr,
+        patience=args.patience, monitor=args.monitor, seed=args.seed,
+        class_weight=("balanced", info["train"]["counts"]) if args.class_weight == "balanced" else None,
         deterministic=args.deterministic, tensorboard=args.tensorboard, strategy=choice.strategy,
         steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps,
-        verbose=1 if _interactive() else 2,
-        command=shlex.join([PROG, *args.argv]), extra_record=record,
+        verbose=1 if _interactive() else 2, command=shlex.join([PROG, *args.argv]), extra_record=record,
     )
+    _print_fit(result, args.out)
+    return 0
+
+
+def _print_fit(result, out: Path) -> None:
     best = result.history[result.best_epoch - 1] if result.history else {}
     shown = ", ".join(f"{k} {best[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_auc") if k in best)
     print(f"best epoch {result.best_epoch} of {result.epochs_done}: {shown}")
     threshold = result.threshold.get("threshold")
     print(f"threshold {threshold if threshold is None else round(threshold, 4)} "
           f"({result.threshold.get('method')}, chosen on valid)")
-    print(f"model: {args.out / 'best.keras'}  history: {args.out / 'history.csv'}  record: {args.out / 'run.json'}")
-    return 0
+    print(f"model: {out / 'best.keras'}  history: {out / 'history.csv'}  record: {out / 'run.json'}")
 
 
 def _evaluate(args) -> int:
@@ -343,15 +302,14 @@ def _evaluate(args) -> int:
         shape = model.inputs[0].shape
         size = None if shape[1] is None else (int(shape[1]), int(shape[2]))
     dataset = data.load(args.data, args.split, batch_size=args.batch_size, image_size=size)
-    class_names = getattr(dataset, "class_names", None)
     threshold = evaluate.read_threshold(args.model)
     metrics = evaluate.evaluate_model(model, dataset, threshold=threshold, tta=args.tta,
-                                      class_names=class_names, bootstrap=args.bootstrap, seed=args.seed,
+                                      class_names=dataset.class_names, bootstrap=args.bootstrap, seed=args.seed,
                                       progress=_interactive())
     metrics.update(model=str(args.model), data=args.data, split=args.split)
-    folder = _data_dir(args.data)
-    if folder is not None:
-        metrics["file_list"] = file_list_digest(folder)
+    digest = data.folder_digest(args.data)
+    if digest is not None:
+        metrics["file_list"] = digest
     summary = "  ".join(f"{k} {metrics[k]:.4f}" for k in
                         ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy"))
     print(f"{args.split} (n={metrics['n']}, {metrics['average']}, threshold "
@@ -380,16 +338,9 @@ def _heatmap(args) -> int:
 
 
 def _data(args) -> int:
-    if args.dataset == "cmu-region":
-        from histolib import slide
+    from histolib import data
 
-        path = slide.download_cmu_region(args.out)
-        print(f"{path} (MD5 checked)")
-        return 0
-    from histolib.data import pcam
-
-    paths = pcam.download_pcam(args.out)
-    for path in paths:
+    for path in data.download(args.dataset, args.out):
         print(f"{path} (MD5 checked)")
     return 0
 

@@ -1,6 +1,7 @@
-"""Figures: training curves, confusion matrix, ROC, reliability diagram, saliency grids.
+"""Figures: training curves, confusion matrix, ROC, reliability diagram, saliency grids, overlays.
 
-Every function returns a ``matplotlib.figure.Figure`` that is not attached to pyplot, so
+Every function but `overlay` (which returns an image array) returns a
+``matplotlib.figure.Figure`` that is not attached to pyplot, so
 nothing stays open between calls and a notebook shows it once when it is the cell's value.
 Save one with ``figure.savefig(path)``. The drawing of the confusion matrix, ROC and reliability
 curves is scikit-learn's (``ConfusionMatrixDisplay``, ``RocCurveDisplay``,
@@ -162,6 +163,33 @@ def reliability_diagram(y_true, probs, *, n_bins: int = 10, title: str | None = 
     bottom.set_xlabel("predicted probability of class 1")
     bottom.set_ylabel("cases")
     return figure
+
+
+def overlay(image, heatmap, *, alpha: float = 0.45, cmap=None) -> np.ndarray:
+    """An image with a heatmap blended over it, as an array ready for ``imshow`` or saving.
+
+    Args:
+        image: ``(h, w, 3)`` uint8, or float in [0, 1].
+        heatmap: ``(h, w)`` float in [0, 1].
+        alpha: the heatmap's weight in the blend.
+        cmap: a matplotlib colour map or its name; default `OVERLAY_CMAP` (chosen for H&E:
+            no pink or purple).
+
+    Returns:
+        ``(h, w, 3)`` float32 in [0, 1].
+    """
+    image = np.asarray(image)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if image.ndim != 3 or image.shape[-1] != 3 or heatmap.shape != image.shape[:2]:
+        raise ValueError(
+            "Expected image (h, w, 3) and heatmap (h, w) of the same h and w. "
+            f"Received: image.shape={image.shape}, heatmap.shape={heatmap.shape}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"Expected alpha in [0, 1]. Received: alpha={alpha}")
+    base = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    colours = colormaps.get_cmap(cmap or OVERLAY_CMAP)(np.clip(heatmap, 0.0, 1.0))[..., :3].astype(np.float32)
+    return np.clip((1.0 - alpha) * base + alpha * colours, 0.0, 1.0)
 
 
 def saliency_grid(images, maps, *, titles=None, alpha: float = OVERLAY_ALPHA,

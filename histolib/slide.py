@@ -13,21 +13,17 @@ The real region ``CMU-1-Small-Region.svs`` (OpenSlide test data, CC0) is 2220 pi
 
 from __future__ import annotations
 
-import hashlib
-import os
-import socket
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from histolib.data._net import download
+
 __all__ = [
     "CMU_REGION",
     "SlideHeatmap",
     "read_region",
-    "otsu_threshold",
     "tissue_mask",
     "tile_grid",
     "tissue_fraction",
@@ -93,44 +89,13 @@ def read_region(path, *, level: int = 0, series: int | str = 0) -> np.ndarray:
     return np.ascontiguousarray(region[..., :3])
 
 
-def otsu_threshold(values, *, bins: int = 256, value_range=(0.0, 1.0)) -> float:
-    """Otsu's threshold (1979): the cut of a histogram that maximises the between-class variance.
-
-    Args:
-        values: any array of numbers in ``value_range``.
-
-    Returns:
-        the threshold; values above it are the brighter class. Where empty bins separate the
-        classes, every cut between them is as good, and the middle one is returned. Values that all fall in one bin
-        form one class: the threshold is then that bin's upper edge.
-    """
-    low, high = value_range
-    edges = np.linspace(low, high, bins + 1)
-    scaled = (np.ravel(values).astype(np.float32) - low) * np.float32(bins / (high - low))
-    counts = np.bincount(np.clip(scaled, 0, bins - 1).astype(np.intp), minlength=bins)  # histogram
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(counts)
-    weight_high = weight_low[-1] - weight_low
-    sum_low = np.cumsum(counts * centres)
-    split = (weight_low > 0) & (weight_high > 0)
-    if not split.any():  # one populated bin: one class, nothing above the threshold
-        return float(edges[np.flatnonzero(counts)[-1] + 1]) if weight_low[-1] else float(value_range[1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_low = sum_low / weight_low
-        mean_high = (sum_low[-1] - sum_low) / weight_high
-        between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    between = np.where(split, between, -np.inf)
-    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # a plateau over empty bins
-    return float((edges[1:][best[0]] + edges[1:][best[-1]]) / 2)  # its middle
-
-
 def tissue_mask(region, *, method: str = "otsu", threshold: float | None = None) -> np.ndarray:
     """Tissue pixels of an RGB region, by colour saturation.
 
     H&E-stained tissue is coloured; glass, and the white around it, is grey. The HSV saturation
     ``(max - min) / max`` of each pixel is thresholded: at Otsu's threshold of the region's own
-    saturation histogram (``method="otsu"``), or at a fixed ``threshold``
-    (``method="saturation"``, default 0.07).
+    saturation histogram (``method="otsu"``: scikit-image's ``threshold_otsu``, 256 bins over the
+    values present), or at a fixed ``threshold`` (``method="saturation"``, default 0.07).
 
     Args:
         region: ``(h, w, 3)`` uint8.
@@ -138,6 +103,8 @@ def tissue_mask(region, *, method: str = "otsu", threshold: float | None = None)
     Returns:
         ``(h, w)`` bool, True on tissue.
     """
+    from skimage.filters import threshold_otsu
+
     region = np.asarray(region)
     if region.ndim != 3 or region.shape[-1] != 3 or region.dtype != np.uint8:
         raise ValueError(
@@ -151,7 +118,7 @@ def tissue_mask(region, *, method: str = "otsu", threshold: float | None = None)
     spread = high - np.minimum(np.minimum(red, green), blue)
     saturation = spread.astype(np.float32) / np.maximum(high, 1).astype(np.float32)
     if method == "otsu":
-        cut = otsu_threshold(saturation) if threshold is None else threshold
+        cut = threshold_otsu(saturation) if threshold is None else threshold
     else:
         cut = 0.07 if threshold is None else threshold
     return saturation > cut
@@ -360,54 +327,19 @@ def draw_heatmap(region, result: SlideHeatmap, path=None, *, alpha: float | None
     return figure
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_cmu_region(out_dir, *, timeout: float = 10.0) -> Path:
     """Download ``CMU-1-Small-Region.svs`` (OpenSlide test data, CC0, 1.9 MB), MD5-checked.
 
     A file already there with the right MD5 is kept and not downloaded again. Offline, this fails
-    within ``timeout`` seconds with a ``ConnectionError`` saying where to get the file by hand.
+    within seconds with a ``ConnectionError`` saying where to get the file by hand.
 
     Returns:
         the path of the checked file in ``out_dir``.
 
     Raises:
         ConnectionError: the server cannot be reached, or the download fails.
-        ValueError: the downloaded file's MD5 is not the expected one (the file is removed).
+        ValueError: the downloaded file's MD5 is not the expected one (nothing is left behind).
     """
-    out_dir = Path(out_dir)
-    target = out_dir / CMU_REGION["filename"]
-    if target.is_file() and _md5(target) == CMU_REGION["md5"]:
-        return target
-    url = CMU_REGION["url"]
-    host = urllib.parse.urlsplit(url).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as error:
-        raise ConnectionError(
-            f"Cannot reach {host} ({error}); are you offline? Download {url} by hand into "
-            f"{out_dir} (MD5 {CMU_REGION['md5']})."
-        ) from error
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as handle:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                handle.write(block)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise ConnectionError(f"Download of {url} failed: {error}") from error
-    digest = _md5(partial)
-    if digest != CMU_REGION["md5"]:
-        partial.unlink()
-        raise ValueError(
-            f"Expected MD5 {CMU_REGION['md5']} for {url}. Received: {digest}; the file was removed."
-        )
-    os.replace(partial, target)
-    return target
+    url, md5 = CMU_REGION["url"], CMU_REGION["md5"]
+    return download(url, Path(out_dir) / CMU_REGION["filename"], md5=md5, timeout=timeout,
+                    by_hand=f"Download {url} by hand into {out_dir} (MD5 {md5}).")

@@ -341,6 +341,52 @@ def make_tpu_safe(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+#: The Keras dtype policies `choose_precision` picks from.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def choose_precision(name: str = "auto") -> str:
+    """The Keras dtype policy for ``name``; ``"auto"`` picks per device.
+
+    ``mixed_bfloat16`` on TPUs and on CPUs with bfloat16 instructions (AVX-512 BF16 or AMX:
+    measured 97 against 73 images/s for the seed model), ``mixed_float16`` on GPUs, ``float32``
+    otherwise. Other names of `PRECISIONS` are returned as they are.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={name!r}")
+    if name != "auto":
+        return name
+    from histolib.provenance import has_bfloat16
+
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16"
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if has_bfloat16() else "float32"
+
+
+def datasets_for_strategy(kind: str, train_ds, val_ds, *, batch_size: int, train_examples: int,
+                          valid_examples: int):
+    """``(train_ds, val_ds)`` shaped for a strategy of ``kind`` (a `StrategyChoice` kind).
+
+    Under a TPU both get `make_tpu_safe`'s full static batches. Under a mirrored strategy the
+    training data does too: a known number of steps keeps the replicas in lock-step (with an
+    unknown length they drift apart by ~1e-5 over a few epochs), while validation keeps every
+    image. Otherwise both pass unchanged.
+
+    Args:
+        kind: ``"tpu"``, ``"mirrored"``, ``"multiworker"`` or ``"default"``.
+        train_ds, val_ds: batched datasets as ``histolib.data.load`` gives them.
+        batch_size: the global batch.
+        train_examples, valid_examples: images in each split (``sum(info(...)["counts"])``).
+    """
+    if kind in ("tpu", "mirrored"):
+        train_ds = make_tpu_safe(train_ds, batch_size, num_examples=train_examples)
+    if kind == "tpu":
+        val_ds = make_tpu_safe(val_ds, batch_size, num_examples=valid_examples)
+    return train_ds, val_ds
+
+
 def fit_replicated(
     model: keras.Model,
     dataset: tf.data.Dataset,

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from histolib import cli, slide
+from histolib import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic-pcam:64"  # 64 train, 8 valid, 8 test patches, 96x96
@@ -107,18 +107,21 @@ def test_train_evaluate_and_heatmap(tmp_path, capsys):
     assert "4 of 8 tiles scored" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("dataset", ["cmu-region", "pcam"])
-def test_offline_download_fails_in_one_line(dataset, monkeypatch, tmp_path, capsys):
-    from histolib.data import pcam
+@pytest.mark.parametrize("dataset, host", [("cmu-region", "openslide.cs.cmu.edu"), ("pcam", "zenodo.org")])
+def test_offline_download_fails_in_one_line(dataset, host, monkeypatch, tmp_path, capsys):
+    # The real download code, on a machine whose network is down: it must fail within its
+    # reachability check, say so in one line, and leave nothing behind.
+    import socket
 
-    def offline(out_dir, **kwargs):
-        raise ConnectionError("cannot reach the server; are you offline?")
+    def offline(address, timeout=None):
+        raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(slide, "download_cmu_region", offline)
-    monkeypatch.setattr(pcam, "download_pcam", offline)
-    assert cli.main(["data", dataset, "--out", str(tmp_path)]) == 1
+    monkeypatch.setattr(socket, "create_connection", offline)
+    assert cli.main(["data", dataset, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert one_line(err) and "offline" in err and err.startswith("histolib data: error:")
+    assert one_line(err) and err.startswith("histolib data: error:")
+    assert f"cannot reach {host}" in err and "offline" in err and "by hand" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_python_dash_m_help():
@@ -140,3 +143,37 @@ def test_mixed_precision_applies_to_the_model_not_the_augmentation(tmp_path, cap
     model = load_model(out / "best.keras")
     assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
     assert model.get_layer("prob").dtype_policy.name == "float32"
+
+
+def test_class_weight_balanced_weights_the_loss(tmp_path, capsys):
+    # synthetic-subtype is imbalanced (the seed's proportions); one step on the same first batch
+    # from the same initial weights: only the class weights differ between the two runs.
+    from histolib import data, train
+
+    common = ["--data", "synthetic-subtype:60", "--model", "seed_cnn", "--epochs", "1", "--image-size", "32",
+              "--batch-size", "16", "--steps-per-epoch", "1", "--validation-steps", "1", "--precision", "float32"]
+    losses = {}
+    for mode in ("none", "balanced"):
+        out = tmp_path / mode
+        assert cli.main(["train", *common, "--out", str(out), "--class-weight", mode]) == 0, capsys.readouterr().err
+        record = json.loads((out / "run.json").read_text())
+        losses[mode] = train.read_history(out)[0]["loss"]
+        weights = record["settings"]["class_weight"]
+        if mode == "none":
+            assert weights is None
+        else:
+            counts = data.info("synthetic-subtype:60", "train")["counts"]
+            expected = train.balanced_class_weight(counts)
+            assert weights == pytest.approx({str(k): v for k, v in expected.items()})
+            assert max(weights.values()) > 1.5 * min(weights.values())  # imbalanced enough to matter
+    assert losses["none"] != pytest.approx(losses["balanced"], rel=1e-3)
+
+
+def test_multiworker_is_refused_before_any_data_is_read(tmp_path):
+    # The data folder does not exist: a refusal after loading would complain about it instead.
+    result = subprocess.run(
+        [sys.executable, "-m", "histolib", "train", "--data", f"folder:{tmp_path / 'absent'}", "--model",
+         "seed-pcam", "--epochs", "1", "--out", str(tmp_path / "run"), "--strategy", "multiworker"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "multiworker is not supported" in result.stderr and "absent" not in result.stderr

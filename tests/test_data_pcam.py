@@ -125,9 +125,16 @@ def test_verify_reports_sums_and_lengths(pcam_dir):
 
 
 def test_download_fails_fast_offline(tmp_path, monkeypatch):
+    import socket
+
     calls = []
-    monkeypatch.setattr(pcam, "reachable", lambda host, port, timeout: calls.append((host, timeout)) or False)
-    with pytest.raises(ConnectionError, match="pcam-h5:DIR"):
+
+    def offline(address, timeout):
+        calls.append((address, timeout))
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    with pytest.raises(ConnectionError, match="(?s)cannot reach zenodo.org.*pcam-h5:DIR"):
         pcam.download_pcam(tmp_path / "pcam")
-    assert calls == [("zenodo.org", 5.0)]
+    assert calls == [(("zenodo.org", 443), 5.0)]
     assert not (tmp_path / "pcam").exists()

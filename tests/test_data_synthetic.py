@@ -139,3 +139,24 @@ def test_write_folder_and_kaggle(tmp_path, patches):
     assert sorted(p.name for p in (root / "train").iterdir()) == ["a.tif", "b.tif", "c.tif", "d.tif"]
     with pytest.raises(ValueError, match="unknown image format"):
         synthetic.write_image(tmp_path / "x.bmp", images[0])
+
+
+def test_memo_keeps_the_newest_stores_and_redraws_an_evicted_one():
+    from histolib.data.synthetic import selection
+
+    def first_batch(seed):
+        return next(iter(data.load("synthetic-pcam:16", "valid", batch_size=2, seed=seed)))[0].numpy()
+
+    selection._Memo._stores.clear()
+    oldest = first_batch(100)
+    assert ("pcam", 100, "valid", 2) in selection._Memo._stores
+    for seed in range(101, 101 + selection.MEMO_STORES):
+        first_batch(seed)
+    keys = list(selection._Memo._stores)
+    assert len(keys) == selection.MEMO_STORES and ("pcam", 100, "valid", 2) not in keys
+    assert keys[-1] == ("pcam", 100 + selection.MEMO_STORES, "valid", 2)
+    # Evicted, the split is drawn again, the same patches as before.
+    np.testing.assert_array_equal(first_batch(100), oldest)
+    images, _, _ = synthetic.pcam_patches(2, seed=100, split="valid")
+    np.testing.assert_allclose(oldest, images / 255.0, atol=1e-6)
+

@@ -99,3 +99,17 @@ def test_saliency_grid_has_a_row_per_method():
     assert len(single.axes) == 6
     with pytest.raises(ValueError, match="shape"):
         plots.saliency_grid(images, rng.random((3, 4, 4)))
+
+
+def test_overlay_blends_a_colormap():
+    image = np.full((5, 6, 3), 255, np.uint8)
+    heat = np.linspace(0, 1, 30).reshape(5, 6)
+    blended = plots.overlay(image, heat, alpha=0.5)
+    assert blended.shape == (5, 6, 3) and blended.dtype == np.float32
+    np.testing.assert_allclose(plots.overlay(image, heat, alpha=0.0), 1.0)
+    assert not np.allclose(blended[0, 0], blended[-1, -1])  # cold and hot ends differ
+    with pytest.raises(ValueError, match="heatmap.shape=\\(5, 5\\)"):
+        plots.overlay(image, heat[:, :5])
+    from histolib import saliency
+
+    assert saliency.overlay is plots.overlay  # still importable where the chapters first met it

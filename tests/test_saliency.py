@@ -211,17 +211,6 @@ def test_energy_and_pointing_game_known_answers():
         saliency.energy_in_mask(maps, masks[:2])
 
 
-def test_overlay_blends_a_colormap():
-    image = np.full((5, 6, 3), 255, np.uint8)
-    heat = np.linspace(0, 1, 30).reshape(5, 6)
-    blended = saliency.overlay(image, heat, alpha=0.5)
-    assert blended.shape == (5, 6, 3) and blended.dtype == np.float32
-    np.testing.assert_allclose(saliency.overlay(image, heat, alpha=0.0), 1.0)
-    assert not np.allclose(blended[0, 0], blended[-1, -1])  # cold and hot ends differ
-    with pytest.raises(ValueError, match="heatmap.shape=\\(5, 5\\)"):
-        saliency.overlay(image, heat[:, :5])
-
-
 def test_mixed_bfloat16_model_is_explained_through_a_float32_twin():
     """tf-keras-vis's Grad-CAM++ fails on bfloat16 gradients; the float32 twin gives the maps."""
     keras.utils.set_random_seed(2)

@@ -27,23 +27,124 @@ split, the shuffle order, the augmentation and, for the synthetic sources, the d
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
 import tensorflow as tf
 
 from histolib.data import splits
 from histolib.data._pipeline import AUTOTUNE, Selection, image_size_arg
 from histolib.data.splits import SPLITS
 
-__all__ = ["load", "info", "SPECS", "SPLITS"]
+__all__ = ["load", "info", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
+           "DOWNLOADS"]
 
-SPECS = ("synthetic-pcam", "synthetic-subtype", "pcam-h5:DIR", "tfds:patch_camelyon", "folder:DIR", "kaggle:DIR")
+
+@dataclass(frozen=True)
+class Source:
+    """One kind of data spec (a row of `SOURCES`).
+
+    Attributes:
+        reader: ``"module:function"`` of its ``selection(arg, split, *, fractions, seed,
+            group_by, oversample) -> Selection``, where ``arg`` is the part of the spec after
+            the first ``":"`` (``None`` when there is none); imported on first use.
+        form: how a spec of this kind is written, e.g. ``"folder:DIR"``.
+        summary: one line on what it reads.
+        folder: whether ``arg`` is a folder (then required, and fingerprinted by
+            `folder_digest` in run records).
+    """
+
+    reader: str
+    form: str
+    summary: str
+    folder: bool = False
+
+    def selection(self):
+        module, _, function = self.reader.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+#: kind -> `Source`: every spec `load` and `info` accept. Add a source with a row here.
+SOURCES: dict[str, Source] = {
+    "synthetic-pcam": Source("histolib.data.synthetic.selection:pcam_selection", "synthetic-pcam",
+                             "built-in PCam-like patches with lesion masks (fixed train / valid / test splits)"),
+    "synthetic-subtype": Source("histolib.data.synthetic.selection:subtype_selection", "synthetic-subtype",
+                                "built-in five-class ovarian-subtype textures, with patient keys "
+                                "(no splits: seeded split)"),
+    "pcam-h5": Source("histolib.data.pcam:selection", "pcam-h5:DIR",
+                      "PCam's original .h5 / .h5.gz files, streamed from disk", folder=True),
+    "tfds": Source("histolib.data.tfds:selection", "tfds:patch_camelyon",
+                   "PCam through TensorFlow Datasets (downloads from Zenodo when there is a network)"),
+    "folder": Source("histolib.data.folders:selection", "folder:DIR",
+                     "an image folder DIR/[split/]class/*.png|jpg|tif", folder=True),
+    "kaggle": Source("histolib.data.kaggle:selection", "kaggle:DIR",
+                     "Kaggle's histopathologic-cancer-detection layout: train/<id>.tif + train_labels.csv",
+                     folder=True),
+}
+
+SPECS = tuple(source.form for source in SOURCES.values())
 """The spec forms :func:`load` accepts."""
 
 
-def _parse(spec: str) -> tuple[str, str | None]:
+@dataclass(frozen=True)
+class Download:
+    """One data set the command can fetch (a row of `DOWNLOADS`): ``"module:function"`` of a
+    ``function(out_dir) -> Path | list[Path]`` that downloads MD5-checked files, and a summary."""
+
+    fetcher: str
+    summary: str
+
+
+#: name -> `Download`: what ``histolib data NAME --out DIR`` fetches.
+DOWNLOADS: dict[str, Download] = {
+    "pcam": Download("histolib.data.pcam:download_pcam", "the PatchCamelyon .h5.gz files (about 7.5 GB)"),
+    "cmu-region": Download("histolib.slide:download_cmu_region", "OpenSlide's CMU-1-Small-Region.svs (1.9 MB)"),
+}
+
+
+def download(name: str, out_dir) -> list[Path]:
+    """Fetch the data set ``name`` of `DOWNLOADS` into ``out_dir``; returns the checked files.
+
+    Raises:
+        ValueError: for an unknown name; ConnectionError: offline (within seconds).
+    """
+    if name not in DOWNLOADS:
+        raise ValueError(f"unknown download; valid: {', '.join(DOWNLOADS)}. Received: name={name!r}")
+    module, _, function = DOWNLOADS[name].fetcher.partition(":")
+    paths = getattr(importlib.import_module(module), function)(out_dir)
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
+def _parse(spec: str) -> tuple[Source, str | None]:
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"spec must be a string, one of {SPECS}. Received: spec={spec!r}")
     kind, _, arg = spec.partition(":")
-    return kind, (arg or None)
+    if kind not in SOURCES:
+        raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(SPECS)}")
+    source = SOURCES[kind]
+    if source.folder and not arg:
+        raise ValueError(f"spec {kind!r} needs a directory, as in '{kind}:DIR'. Received: spec={spec!r}")
+    return source, (arg or None)
+
+
+def folder_digest(spec: str) -> dict | None:
+    """`file_list_digest` of the folder ``spec`` reads; ``None`` for the built-in and TFDS
+    sources, or a folder that does not exist."""
+    source, arg = _parse(spec)
+    return file_list_digest(arg) if source.folder and Path(arg).is_dir() else None
+
+
+def file_list_digest(root) -> dict:
+    """``{"files": n, "sha256": ...}`` of the sorted relative paths of the files under ``root``.
+
+    A cheap fingerprint of a data folder for run records: it changes when a file is added,
+    removed or renamed (not when a file's bytes change).
+    """
+    root = Path(root)
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return {"files": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
 
 
 def _selection(spec, split, *, fractions, seed, group_by, oversample) -> Selection:
@@ -52,37 +153,8 @@ def _selection(spec, split, *, fractions, seed, group_by, oversample) -> Selecti
     if oversample not in splits.OVERSAMPLE:
         raise ValueError(f"oversample must be one of {splits.OVERSAMPLE}. Received: oversample={oversample!r}")
     splits.check_fractions(fractions)
-    kind, arg = _parse(spec)
-    kw = {"fractions": fractions, "seed": seed, "group_by": group_by, "oversample": oversample}
-    if kind == "synthetic-pcam":
-        from histolib.data import synthetic
-
-        if group_by is not None:
-            raise ValueError("synthetic-pcam has fixed splits; group_by does not apply")
-        return synthetic.pcam_selection(arg, split, **kw)
-    if kind == "synthetic-subtype":
-        from histolib.data import synthetic
-
-        return synthetic.subtype_selection(arg, split, **kw)
-    if kind in ("folder", "pcam-h5", "kaggle") and not arg:
-        raise ValueError(f"spec {kind!r} needs a directory, as in '{kind}:DIR'. Received: spec={spec!r}")
-    if kind == "folder":
-        from histolib.data import folders
-
-        return folders.selection(arg, split, **kw)
-    if kind == "pcam-h5":
-        from histolib.data import pcam
-
-        return pcam.selection(arg, split, **kw)
-    if kind == "kaggle":
-        from histolib.data import kaggle
-
-        return kaggle.selection(arg, split, **kw)
-    if kind == "tfds":
-        from histolib.data import tfds
-
-        return tfds.selection(arg, split, **kw)
-    raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(SPECS)}")
+    source, arg = _parse(spec)
+    return source.selection()(arg, split, fractions=fractions, seed=seed, group_by=group_by, oversample=oversample)
 
 
 def load(spec: str, split: str = "train", *, batch_size: int = 64, image_size=None, shuffle: bool = False,

@@ -18,8 +18,7 @@ import numpy as np
 from histolib.data import splits as _splits
 from histolib.data._pipeline import Selection
 from histolib.data.folders import files_selection, group_keys
-
-CLASS_NAMES = ["0", "1"]
+from histolib.data.pcam import CLASS_NAMES
 
 
 def read_table(root) -> tuple[np.ndarray, np.ndarray]:

@@ -23,28 +23,32 @@ is wrong; :func:`verify` compares MD5 sums with the published ones in ``histolib
 from __future__ import annotations
 
 import gzip
-import hashlib
 import itertools
 import json
 import os
 import shutil
-import urllib.request
 import warnings
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from histolib.data._net import reachable
+from histolib.data._net import atomic_file, download, md5sum
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 from histolib.data.splits import SPLITS
-from histolib.data.synthetic import PCAM_FILE
+
+PCAM_FILE = "camelyonpatch_level_2_split_{split}_{key}.h5"
+"""Names of the original PCam files, ``key`` = ``x`` (images) or ``y`` (labels)."""
+
+META_FILE = "camelyonpatch_level_2_split_{split}_meta.csv"
+"""Names of PCam's per-patch metadata files (column ``wsi``: the source slide)."""
 
 SPLIT_LENGTHS = {"train": 262144, "valid": 32768, "test": 32768}
 """Published split sizes."""
 
 CLASS_NAMES = ["0", "1"]
-"""Label order: 0 = no tumour in the centre 32x32 region, 1 = tumour there (as the JPEG folders)."""
+"""Label order of every PCam source (h5, TFDS, Kaggle, folders of PCam JPEGs, synthetic-pcam):
+0 = no tumour in the centre 32x32 region, 1 = tumour there."""
 
 PATCH_SHAPE = (96, 96, 3)
 BLOCK = 1024
@@ -65,14 +69,11 @@ def manifest() -> dict:
 
 
 def _unpack(gz: Path, out: Path) -> None:
-    tmp = out.with_name(out.name + ".part")
     try:
-        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+        with gzip.open(gz, "rb") as src, atomic_file(out, "wb") as dst:
             shutil.copyfileobj(src, dst, length=16 << 20)
     except (OSError, EOFError) as err:
-        tmp.unlink(missing_ok=True)
         raise ValueError(f"cannot unpack {gz}: {err} (truncated download?)") from err
-    tmp.replace(out)
 
 
 def h5_path(directory, split: str, key: str) -> Path:
@@ -155,7 +156,7 @@ def read_meta(directory, split: str):
     """The ``_meta.csv`` of ``split`` as a DataFrame (column ``wsi``: the source slide per patch)."""
     import pandas as pd
 
-    path = Path(directory) / f"camelyonpatch_level_2_split_{split}_meta.csv"
+    path = Path(directory) / META_FILE.format(split=split)
     if not path.is_file():
         raise ValueError(f"missing PCam meta file {path}")
     meta = pd.read_csv(path)
@@ -192,8 +193,9 @@ def _stream(x_path: Path, labels: np.ndarray):
     return batches
 
 
-def selection(directory, split: str, *, group_by=None, oversample=None, **_) -> Selection:
-    """One split of the PCam files in ``directory`` (fixed splits, each balanced)."""
+def selection(directory, split: str, *, fractions=None, seed: int = 0, group_by=None, oversample=None) -> Selection:
+    """One split of the PCam files in ``directory`` (fixed splits, each balanced: ``fractions``
+    and ``seed`` do not shape them; shuffling takes its seed at streaming time)."""
     if group_by is not None:
         raise ValueError("pcam-h5 has fixed splits, already separated by slide; group_by does not apply "
                          "(read_meta gives each patch's slide for grouped reports)")
@@ -201,15 +203,6 @@ def selection(directory, split: str, *, group_by=None, oversample=None, **_) -> 
         raise ValueError("pcam-h5 splits are balanced and fixed; oversample does not apply")
     x_path, labels = check_split(directory, split)
     return Selection(list(CLASS_NAMES), labels, _stream(x_path, labels))
-
-
-def md5sum(path, chunk: int = 16 << 20) -> str:
-    """MD5 hex digest of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify(directory, splits=SPLITS, *, lengths: bool = True) -> dict:
@@ -241,14 +234,17 @@ def download_pcam(out_dir="data/downloads/pcam", splits=SPLITS, *, meta: bool = 
                   timeout: float = 30.0) -> list[Path]:
     """Download PCam from Zenodo into ``out_dir``, unpack it and check the MD5 sums.
 
-    About 7.5 GB for all splits. Files already present with the right sum are kept. Fails within
-    a few seconds, with a ``ConnectionError``, when Zenodo cannot be reached.
+    About 7.5 GB for all splits. Files already present with the right sum are kept. Each archive
+    is MD5-checked as it arrives (`histolib.data._net.download`, through
+    ``keras.utils.get_file``) and again once unpacked. Fails within a few seconds, with a
+    ``ConnectionError``, when Zenodo cannot be reached.
 
     Args:
         out_dir: target folder (created); ``data/downloads/`` is git-ignored.
         splits: which splits.
-        meta: also fetch the ``_meta.csv`` files (slide of each patch).
-        timeout: socket timeout per request, seconds.
+        meta: also fetch the ``_meta.csv`` files (slide of each patch); a differing MD5 of
+            those only warns (Zenodo's copies have changed since publication).
+        timeout: seconds a read may wait for data.
 
     Returns:
         Paths of the unpacked files, ready for ``load("pcam-h5:" + out_dir, ...)``.
@@ -256,29 +252,25 @@ def download_pcam(out_dir="data/downloads/pcam", splits=SPLITS, *, meta: bool = 
     info = manifest()
     out = Path(out_dir)
     names = [PCAM_FILE.format(split=s, key=k) for s in splits for k in ("x", "y")]
-    names += [f"camelyonpatch_level_2_split_{s}_meta.csv" for s in splits] if meta else []
-    todo = [n for n in names if not ((out / n).is_file() and md5sum(out / n) == info["files"][n]["md5"])]
-    if todo and not reachable(DOWNLOAD_HOST, 443, timeout=5.0):
-        raise ConnectionError(f"cannot reach {DOWNLOAD_HOST} to download PCam; copy the files "
-                              f"(camelyonpatch_level_2_split_*_x.h5[.gz], *_y.h5[.gz]) into {out} by hand "
-                              "and use the spec 'pcam-h5:DIR', or train on 'synthetic-pcam'")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in todo:
+    names += [META_FILE.format(split=s) for s in splits] if meta else []
+    by_hand = (f"Copy the files (camelyonpatch_level_2_split_*_x.h5[.gz], *_y.h5[.gz]) into {out} by hand "
+               "and use the spec 'pcam-h5:DIR', or train on 'synthetic-pcam'.")
+    for name in names:
         entry = info["files"][name]
+        if (out / name).is_file() and md5sum(out / name) == entry["md5"]:
+            continue
         url = info["url_template"].format(filename=entry["download"])
-        target = out / entry["download"]
-        part = target.with_name(target.name + ".part")
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as dst:
-            shutil.copyfileobj(response, dst, length=16 << 20)
-        part.replace(target)
-        if target.suffix == ".gz":
-            _unpack(target, out / name)
-            target.unlink()
+        packed = entry["download"] != name
+        expected = entry.get("md5_gz") if packed else (None if entry.get("on_mismatch") == "warn" else entry["md5"])
+        fetched = download(url, out / entry["download"], md5=expected, timeout=timeout, by_hand=by_hand)
+        if packed:
+            _unpack(fetched, out / name)
+            fetched.unlink()
         got = md5sum(out / name)
         if got != entry["md5"]:
             message = f"{out / name}: md5 {got}, published {entry['md5']}"
-            if entry.get("on_mismatch") == "warn":
-                warnings.warn(message, stacklevel=2)
-            else:
+            if entry.get("on_mismatch") != "warn":
+                (out / name).unlink()
                 raise ValueError(f"downloaded PCam file differs from the published one: {message}")
+            warnings.warn(message, stacklevel=2)
     return [out / n for n in names]

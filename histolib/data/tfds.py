@@ -18,13 +18,12 @@ import tensorflow as tf
 
 from histolib.data._net import reachable
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
+from histolib.data.pcam import CLASS_NAMES, DOWNLOAD_HOST
 
 NAME = "patch_camelyon"
 TFDS_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 """histolib split -> TFDS split."""
 
-CLASS_NAMES = ["0", "1"]
-DOWNLOAD_HOST = "zenodo.org"
 REACH_TIMEOUT = 3.0
 SHUFFLE_BUFFER = 8192
 
@@ -63,8 +62,9 @@ def _tfds_load(split, data_dir, **kwargs):
     return tfds.load(NAME, split=TFDS_SPLITS[split], data_dir=data_dir, download=download, **kwargs)
 
 
-def selection(arg, split: str, *, seed: int = 0, group_by=None, oversample=None, **_) -> Selection:
-    """One split of TFDS ``patch_camelyon``."""
+def selection(arg, split: str, *, fractions=None, seed: int = 0, group_by=None, oversample=None) -> Selection:
+    """One split of TFDS ``patch_camelyon`` (fixed splits: ``fractions`` and ``seed`` do not
+    shape them)."""
     import tensorflow_datasets as tfds
 
     _, data_dir = _parse(arg)

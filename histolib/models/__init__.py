@@ -9,8 +9,8 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
 - `build_classifier(backbone, *, attention=None, num_classes=2, input_shape=(96, 96, 3),
   weights="imagenet", freeze=True)`: any backbone of `list_backbones()` with attention
   ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``.
-- `build_model(name, *, num_classes=2, input_shape=None, weights="auto")`: the command
-  line's names, `list_models()`.
+- `build_model(name, *, num_classes=2, input_shape=None, weights="auto", dtype_policy=None)`:
+  the command line's names, one table (`MODELS`, `list_models()`, `register_model`).
 - `with_augmentation(model, augment, seed=0)`: the model with an augmentation set inside its
   training step (identity at inference), so the host only decodes.
 - `build_mil_classifier(feature_dim, pooling="gated")`: multiple-instance learning over bags of
@@ -58,16 +58,18 @@ from histolib.models.outputs import (
     positive_probability,
     predicted_class,
 )
-from histolib.models.registry import build_model, list_models
+from histolib.models.registry import MODELS, ModelEntry, build_model, list_models, register_model
 from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model, build_seed_subtype_model
 from histolib.models.weights import WeightsNotFoundError
 
 __all__ = [
     "BACKBONES",
+    "MODELS",
     "MIN_GRID",
     "POOLINGS",
     "SEED_PCAM_PARAMS",
     "BackboneSpec",
+    "ModelEntry",
     "WeightsNotFoundError",
     "attention_scores",
     "build_classifier",
@@ -87,4 +89,5 @@ __all__ = [
     "positive_probability",
     "predicted_class",
     "with_augmentation",
+    "register_model",
 ]

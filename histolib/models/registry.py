@@ -1,6 +1,22 @@
-"""``build_model(name)``: the command line's model names, mapped to the builders."""
+"""The model names of the command line, in one table: `MODELS`, `list_models`, `build_model`.
+
+Every name maps to a `ModelEntry`: a builder called as ``build(num_classes=..., input_shape=...,
+weights=..., **options)`` and a one-line summary. The table is filled from the backbone table
+(`histolib.models.backbones.BACKBONES`) and the attention kinds, so a backbone added there gets
+its names here (``<backbone>``, ``<backbone>+<attention>`` and, with ImageNet weights,
+``seed-subtype-<backbone>``). Other models join with `register_model`::
+
+    register_model("mil-abmil", build_abmil, summary="attention-MIL over tile bags")
+
+`list_models` and the command's ``--model`` help read the same table, so they cannot disagree.
+"""
 
 from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Callable
 
 import keras
 
@@ -11,17 +27,87 @@ from histolib.models.seed import build_seed_pcam_model, build_seed_subtype_model
 SEED_SUBTYPE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if spec.constructor)
 
 
-def list_models() -> list[str]:
-    """Every name `build_model` accepts."""
-    names = ["seed-pcam"] + [f"seed-subtype-{b}" for b in SEED_SUBTYPE_BACKBONES]
+@dataclass(frozen=True)
+class ModelEntry:
+    """One name of `MODELS`.
+
+    Attributes:
+        build: ``build(*, num_classes, input_shape, weights, **options) -> keras.Model``, where
+            ``input_shape`` may be ``None`` (the builder's default) and ``weights`` is
+            ``"auto"``, ``"imagenet"``, a file path or ``None`` (see `build_model`).
+        summary: one line for listings and ``--help``.
+    """
+
+    build: Callable[..., keras.Model]
+    summary: str
+
+
+#: name -> `ModelEntry`, in the order `list_models` gives.
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, build: Callable[..., keras.Model], *, summary: str = "") -> None:
+    """Add ``name`` to `MODELS` (see the module docstring for what ``build`` takes).
+
+    Raises:
+        ValueError: when ``name`` is taken or holds white space.
+    """
+    if not name or any(c.isspace() for c in name) or name in MODELS:
+        raise ValueError(f"model names must be new and without spaces; taken: {list(MODELS)}. Received: name={name!r}")
+    MODELS[name] = ModelEntry(build, summary)
+
+
+def _seed_pcam(*, num_classes, input_shape, weights):
+    if num_classes != 2:
+        raise ValueError(f"seed-pcam is a binary model (one sigmoid output). Received: num_classes={num_classes}")
+    if weights not in ("auto", None):
+        raise ValueError(f"seed-pcam trains from scratch; pass weights='auto' or None. Received: weights={weights!r}")
+    return build_seed_pcam_model(input_shape or (96, 96, 3))
+
+
+def _seed_subtype(backbone, *, num_classes, input_shape, weights):
+    return build_seed_subtype_model(backbone, num_classes=num_classes, input_shape=input_shape or (224, 224, 3),
+                                    weights="imagenet" if weights == "auto" else weights)
+
+
+def _classifier(backbone, attention, *, num_classes, input_shape, weights):
+    if weights == "auto":
+        weights = None if get_backbone(backbone).weights_url is None else "imagenet"
+    return build_classifier(backbone, attention=attention, num_classes=num_classes,
+                            input_shape=input_shape or (96, 96, 3), weights=weights)
+
+
+def _fill_table() -> None:
+    register_model("seed-pcam", _seed_pcam, summary="the PCam seed's CNN + self-attention (binary, sigmoid)")
+    for backbone in SEED_SUBTYPE_BACKBONES:
+        register_model(f"seed-subtype-{backbone}", functools.partial(_seed_subtype, backbone),
+                       summary=f"the ovarian seed's model on a frozen {backbone}")
     for backbone in BACKBONES:
-        names += [backbone] + [f"{backbone}+{a}" for a in ATTENTIONS if a]
-    return names
+        for attention in ATTENTIONS:
+            name = backbone if attention is None else f"{backbone}+{attention}"
+            register_model(name, functools.partial(_classifier, backbone, attention),
+                           summary=f"{backbone}, {attention or 'no'} attention, softmax head")
 
 
-def build_model(
-    name: str, *, num_classes: int = 2, input_shape=None, weights="auto"
-) -> keras.Model:
+_fill_table()
+
+
+def list_models() -> list[str]:
+    """Every name `build_model` accepts, in table order."""
+    return list(MODELS)
+
+
+def _check_options(name: str, build, options: dict) -> None:
+    accepted = {n for n, p in inspect.signature(build).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"num_classes", "input_shape", "weights"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(f"build_model({name!r}) got unexpected keyword arguments {unknown}; "
+                        f"it takes {sorted(accepted) or 'none beyond num_classes, input_shape, weights'}")
+
+
+def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="auto", dtype_policy=None,
+                **options) -> keras.Model:
     """Build the model the command line calls ``name``.
 
     Names (all listed by `list_models`):
@@ -41,40 +127,24 @@ def build_model(
             `histolib.models.weights` describes, and a frozen backbone; none for seed-pcam and
             seed_cnn), ``"imagenet"``, a weights file path, or ``None`` (random
             initialisation, nothing frozen).
+        dtype_policy: a Keras dtype policy name (``"mixed_bfloat16"``, ...) to build the model
+            under; the global policy is put back afterwards, so data pipelines stay float32.
+            ``None`` builds under the global policy.
+        **options: further keyword arguments of the name's builder (none for the built-in
+            names).
 
     Raises:
         ValueError: for an unknown name (the message lists the valid ones).
+        TypeError: for options the name's builder does not take (the message names them).
     """
-    if name == "seed-pcam":
-        if num_classes != 2:
-            raise ValueError(
-                "seed-pcam is a binary model (one sigmoid output). "
-                f"Received: num_classes={num_classes}"
-            )
-        if weights not in ("auto", None):
-            raise ValueError(
-                "seed-pcam trains from scratch; pass weights='auto' or None. "
-                f"Received: weights={weights!r}"
-            )
-        return build_seed_pcam_model(input_shape or (96, 96, 3))
-    if name.startswith("seed-subtype-") and name[len("seed-subtype-"):] in SEED_SUBTYPE_BACKBONES:
-        return build_seed_subtype_model(
-            name[len("seed-subtype-"):],
-            num_classes=num_classes,
-            input_shape=input_shape or (224, 224, 3),
-            weights="imagenet" if weights == "auto" else weights,
-        )
-    backbone, _, attention = name.partition("+")
-    if backbone in BACKBONES and (attention in ATTENTIONS or attention == "") and name[-1] != "+":
-        if weights == "auto":
-            weights = None if get_backbone(backbone).weights_url is None else "imagenet"
-        return build_classifier(
-            backbone,
-            attention=attention or None,
-            num_classes=num_classes,
-            input_shape=input_shape or (96, 96, 3),
-            weights=weights,
-        )
-    raise ValueError(
-        f"Unknown model name. Valid names: {', '.join(list_models())}. Received: name={name!r}"
-    )
+    if name not in MODELS:
+        raise ValueError(f"Unknown model name. Valid names: {', '.join(MODELS)}. Received: name={name!r}")
+    build = MODELS[name].build
+    _check_options(name, build, options)
+    previous = keras.config.dtype_policy()
+    if dtype_policy is not None:
+        keras.config.set_dtype_policy(dtype_policy)
+    try:
+        return build(num_classes=num_classes, input_shape=input_shape, weights=weights, **options)
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import threading
 from pathlib import Path
 
+from histolib.data._net import reachable
 from histolib.models.backbones import BackboneSpec
 
 log = logging.getLogger(__name__)
@@ -37,24 +36,6 @@ def keras_cache_dir() -> Path:
     if not os.access(home if home.exists() else home.parent, os.W_OK):
         home = Path("/tmp/.keras")
     return home / "models"
-
-
-def reachable(host: str = WEIGHTS_HOST, port: int = 443, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds, name
-    lookup included (run in a thread, since ``getaddrinfo`` ignores socket timeouts)."""
-    outcome = []
-
-    def connect():
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append(True)
-        except OSError:
-            outcome.append(False)
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(outcome and outcome[0])
 
 
 def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
@@ -100,7 +81,7 @@ def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
     if cached.is_file():
         log.info("Loading %s ImageNet weights from Keras's cache %s", spec.name, cached)
         return "imagenet"
-    if reachable():
+    if reachable(WEIGHTS_HOST):
         log.info("Downloading %s ImageNet weights into Keras's cache %s", spec.name, cached.parent)
         return "imagenet"
     where = f"$HISTOLIB_WEIGHTS_DIR ({local_dir})" if local_dir else "a directory named by $HISTOLIB_WEIGHTS_DIR"
