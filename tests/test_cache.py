@@ -55,3 +55,15 @@ def test_unwritable_cache_warns_and_goes_on(monkeypatch, tmp_path):
     monkeypatch.setenv("HISTOLIB_CACHE", str(blocker))
     with pytest.warns(UserWarning, match="cache not written"):
         assert cache.write("kind", "k" * 64, [1]) is None
+
+
+def test_arrays_round_trip(monkeypatch, tmp_path):
+    import numpy as np
+
+    monkeypatch.setenv("HISTOLIB_CACHE", str(tmp_path))
+    assert cache.read_array("features", "a" * 64) is None
+    values = np.arange(24, dtype=np.float16).reshape(2, 3, 4)
+    path = cache.write_array("features", "a" * 64, values)
+    assert path.suffix == ".npy" and path.parent == tmp_path / "features"
+    back = cache.read_array("features", "a" * 64)
+    assert back.dtype == np.float16 and np.array_equal(back, values)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from histolib import data
-from histolib.data import folders, ovarian, synthetic
+from histolib.data import folders, groups, ovarian, synthetic
 from histolib.data import images as images_mod
 
 
@@ -57,12 +57,12 @@ def test_grouped_split_by_file_name(tmp_path, arrays):
     owners = {}
     for split in ("train", "valid", "test"):
         sel = folders.selection(tmp_path, split, fractions=(0.5, 0.25, 0.25), group_by=r"^(P\d+)_")
-        owners[split] = set(folders.group_keys(sel.items, r"^(P\d+)_"))
+        owners[split] = set(groups.group_keys(sel.items, r"^(P\d+)_"))
         assert len(sel.labels) == sum(len(b[1]) for b in sel.batches(12, False, 0, None))
     assert sum(len(o) for o in owners.values()) == 6  # each patient in exactly one split
     assert set.union(*owners.values()) == {f"P{i}" for i in range(6)}
     with pytest.raises(ValueError, match="does not match"):
-        folders.group_keys([str(tmp_path / "x.png")], r"^(P\d+)_")
+        groups.group_keys([str(tmp_path / "x.png")], r"^(P\d+)_")
 
 
 def test_non_image_files_skipped_with_warning(tmp_path, arrays):

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from histolib.data import groups as _groups
 from histolib.data import images as _images
 from histolib.data import splits as _splits
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
@@ -103,24 +103,6 @@ def list_files(base, class_names) -> tuple[np.ndarray, np.ndarray]:
         warnings.warn(f"skipped {len(skipped)} non-image file(s) under {base} (images are "
                       f"{', '.join(IMAGE_SUFFIXES)}), e.g. {skipped[:3]}", stacklevel=3)
     return np.array(paths, dtype=str), np.array(labels, dtype=np.int32)
-
-
-def group_keys(paths, group_by) -> np.ndarray:
-    """Patient or slide key per file: ``group_by`` is a callable ``path -> key`` or a regular
-    expression searched in the file name (its first group if it has one, e.g. ``r"^(P\\d+)_"``)."""
-    if callable(group_by):
-        return np.array([str(group_by(p)) for p in paths])
-    if not isinstance(group_by, str):
-        raise ValueError("group_by must be a callable (path -> key) or a regular expression. "
-                         f"Received: group_by={group_by!r}")
-    pattern = re.compile(group_by)
-    keys = []
-    for p in paths:
-        m = pattern.search(os.path.basename(p))
-        if m is None:
-            raise ValueError(f"group_by pattern {group_by!r} does not match the file name of {p}")
-        keys.append(m.group(1) if m.groups() else m.group(0))
-    return np.array(keys)
 
 
 def _common_size(found, paths) -> tuple[int, int]:
@@ -253,7 +235,7 @@ def selection(root, split: str, *, fractions=(0.8, 0.1, 0.1), seed: int = 0, gro
     paths, labels = list_files(root, lay["class_names"])
     if len(paths) == 0:
         raise ValueError(f"no images under {root}/<class>/ (expected {', '.join(IMAGE_SUFFIXES)})")
-    groups = None if group_by is None else group_keys(paths, group_by)
+    groups = None if group_by is None else _groups.group_keys(paths, group_by, root)
     idx = _splits.select(labels, split, fractions=fractions, seed=seed, groups=groups,
                          oversample_order=oversample)
     return files_selection(lay["class_names"], paths, labels, idx, check=check)

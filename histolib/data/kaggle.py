@@ -3,9 +3,9 @@
 ``DIR/train/<id>.tif`` (96x96 RGB TIFF patches from PCam) and ``DIR/train_labels.csv`` with
 columns ``id,label`` (1 = tumour in the centre 32x32 region). Kaggle's ``test/`` folder has no
 labels, so the labelled ``train`` images get the seeded stratified split (80/10/10 by default);
-``group_by`` (a callable ``path -> key`` or a regular expression on the file name) keeps groups
-apart. TIFF is read with tifffile; a damaged file is named in the error. Class names ``"0"``,
-``"1"`` as the other PCam sources.
+``group_by`` (:mod:`histolib.data.groups`: near-duplicates, a groups table, a callable or a
+regular expression on the file name) keeps groups apart. TIFF is read with tifffile; a damaged
+file is named in the error. Class names ``"0"``, ``"1"`` as the other PCam sources.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 
 from histolib.data import splits as _splits
 from histolib.data._pipeline import Selection
-from histolib.data.folders import files_selection, group_keys
+from histolib.data.folders import files_selection
+from histolib.data.groups import group_keys
 from histolib.data.pcam import CLASS_NAMES
 
 
@@ -52,6 +53,6 @@ def selection(root, split: str, *, fractions=(0.8, 0.1, 0.1), seed: int = 0, gro
               oversample=None) -> Selection:
     """One split of the Kaggle layout at ``root``."""
     paths, labels = read_table(root)
-    groups = None if group_by is None else group_keys(paths, group_by)
+    groups = None if group_by is None else group_keys(paths, group_by, root)
     idx = _splits.select(labels, split, fractions=fractions, seed=seed, groups=groups, oversample_order=oversample)
     return files_selection(CLASS_NAMES, paths, labels, idx)

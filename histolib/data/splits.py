@@ -72,10 +72,30 @@ def stratified_split(labels, fractions=(0.8, 0.1, 0.1), seed: int = 0, groups=No
         ends = np.cumsum(sizes[members]) / sizes[members].sum()
         # A group goes to the split its midpoint falls in: train first, then valid, then test.
         mid = ends - sizes[members] / sizes[members].sum() / 2
-        cut = np.searchsorted(np.cumsum(f)[:2], mid, side="right")
+        cut = _fill_empty(np.searchsorted(np.cumsum(f)[:2], mid, side="right"), sizes[members], f)
         for s, name in enumerate(SPLITS):
             out[name].extend(members[cut == s])
     return {name: np.flatnonzero(np.isin(inverse, out[name])) for name in SPLITS}
+
+
+def _fill_empty(cut, sizes, fractions) -> np.ndarray:
+    """Give every split with a nonzero fraction at least one of a class's groups when the class
+    has enough of them: a few large groups (near-duplicate families) can leave a split's midpoint
+    range empty. The group moved is the one, from the split holding most images, whose size is
+    closest to what the empty split should hold."""
+    cut = cut.copy()
+    wanted = [s for s in range(len(SPLITS)) if fractions[s] > 0]
+    if len(sizes) < len(wanted):
+        return cut
+    for s in wanted:
+        if (cut == s).any():
+            continue
+        held = np.array([sizes[cut == t].sum() for t in range(len(SPLITS))])
+        donor = np.flatnonzero(cut == held.argmax())
+        if len(donor) < 2:
+            continue
+        cut[donor[np.argmin(np.abs(sizes[donor] - fractions[s] * sizes.sum()))]] = s
+    return cut
 
 
 def oversample(indices, labels, seed: int = 0) -> np.ndarray:
