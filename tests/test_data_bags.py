@@ -150,6 +150,9 @@ def test_padded_bags_and_their_dataset(pcam_folder):
     inputs, labels = next(iter(B.dataset(bags, features, batch_size=5, max_instances=8)))
     assert inputs["features"].shape == (5, 8, 2) and inputs["mask"].dtype == "bool"
     np.testing.assert_array_equal(labels.numpy(), bags.labels)
+    (inputs, labels), = B.dataset(bags, features, indices=[3, 1], batch_size=2).as_numpy_iterator()
+    np.testing.assert_array_equal(labels, bags.labels[[3, 1]])
+    np.testing.assert_array_equal(inputs["features"][0][inputs["mask"][0]], features[bags.members(3)])
     part = B.subset(bags, [3, 1])
     assert list(part.labels) == [bags.labels[3], bags.labels[1]]
     assert list(part.sources) == list(bags.sources[bags.members(3)]) + list(bags.sources[bags.members(1)])

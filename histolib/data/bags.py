@@ -304,15 +304,21 @@ def padded(bags: Bags, features, *, max_instances: int | None = None) -> tuple[n
     return x, mask
 
 
-def dataset(bags: Bags, features, *, batch_size: int = 16, shuffle: bool = False, seed: int = 0,
+def dataset(bags: Bags, features, *, indices=None, batch_size: int = 16, shuffle: bool = False, seed: int = 0,
             max_instances: int | None = None):
     """A ``tf.data.Dataset`` of ``({"features": (b, n, c), "mask": (b, n)}, labels (b,))`` batches.
 
     The input of `histolib.models.build_mil_classifier`, for `histolib.train.fit` and
-    `histolib.evaluate.predict`. ``shuffle`` reshuffles the bags every epoch (seeded).
+    `histolib.evaluate.predict`. ``indices`` keeps only those bags (e.g. one fold of a
+    cross-validation), in that order; ``shuffle`` reshuffles the bags every epoch (seeded);
+    ``max_instances`` pads every batch to one length (default: the largest bag kept).
     """
     import tensorflow as tf
 
+    if indices is not None:
+        indices = np.asarray(indices, dtype=int)
+        tiles = np.concatenate([bags.members(i) for i in indices]) if len(indices) else np.zeros(0, int)
+        bags, features = subset(bags, indices), np.asarray(features)[tiles]
     x, mask = padded(bags, features, max_instances=max_instances)
     ds = tf.data.Dataset.from_tensor_slices(({"features": x, "mask": mask}, bags.labels.astype(np.int32)))
     if shuffle:
