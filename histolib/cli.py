@@ -86,7 +86,7 @@ def _existing_file(text):
 
 
 def _add_train(commands) -> None:
-    from histolib import data, models, strategy
+    from histolib import data, models, strategy, train
     from histolib.data.augment import NAMES as AUGMENTATIONS
 
     t = commands.add_parser(
@@ -127,6 +127,11 @@ def _add_train(commands) -> None:
                    help="initial weights: auto (ImageNet for pretrained backbones, with the backbone "
                    "frozen; nothing for seed-pcam and seed_cnn), imagenet, none (random, nothing "
                    "frozen) or a weights file (default auto)")
+    t.add_argument("--fine-tune", action="store_true", help="train the pretrained backbone too (default: frozen)")
+    t.add_argument("--backbone-size", type=_positive_int, metavar="PX", help="resize to PX inside the model, before the backbone")
+    t.add_argument("--schedule", default="plateau", choices=train.SCHEDULES,
+                   help="plateau: ReduceLROnPlateau by 0.3 (the seeds', default); cosine: decay to 0 at the last epoch")
+    t.add_argument("--warmup-epochs", type=float, default=0.0, metavar="E", help="warm-up of the cosine schedule")
     t.add_argument("--precision", default="auto", choices=strategy.PRECISIONS,
                    help="Keras dtype policy; auto: mixed_bfloat16 on CPUs with bfloat16 instructions "
                    "and on TPUs, mixed_float16 on GPUs, float32 otherwise")
@@ -246,6 +251,14 @@ def _train(args) -> int:
         raise UsageError(f"{PROG} train: error: --strategy multiworker is not supported here: Keras 3's "
                          "model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
                          "train from Python with histolib.strategy.fit_replicated instead")
+    if args.warmup_epochs < 0 or (args.warmup_epochs and args.schedule != "cosine"):
+        raise UsageError(f"{PROG} train: error: --warmup-epochs must be >= 0, with --schedule cosine")
+    options = {"freeze": False} if args.fine_tune else {}
+    if args.backbone_size:
+        options["backbone_size"] = args.backbone_size
+    if set(options) - set(models.model_options(args.model)):
+        raise UsageError(f"{PROG} train: error: --fine-tune and --backbone-size apply to classifier models "
+                         f"(BACKBONE or BACKBONE+ATTENTION), not to --model {args.model}")
     precision = strategy.choose_precision(args.precision)
     info = {split: data.info(args.data, split, seed=args.seed) for split in ("train", "valid")}
     train_ds = data.load(args.data, "train", batch_size=args.batch_size, image_size=args.image_size,
@@ -259,7 +272,7 @@ def _train(args) -> int:
         "data": {"spec": args.data, "class_names": info["train"]["class_names"],
                  "train_counts": info["train"]["counts"], "valid_counts": info["valid"]["counts"]},
         "model": args.model, "batch_size": args.batch_size, "augment": args.augment,
-        "image_size": args.image_size, "precision": precision, "weights": args.weights,
+        "image_size": args.image_size, "precision": precision, "weights": args.weights, "model_options": options,
         "strategy": {"kind": choice.kind, "replicas": choice.strategy.num_replicas_in_sync,
                      "reason": choice.reason},
     }
@@ -269,7 +282,7 @@ def _train(args) -> int:
     build = functools.partial(
         models.build_model, args.model, num_classes=len(info["train"]["class_names"]),
         input_shape=None if args.image_size is None else (args.image_size, args.image_size, 3),
-        weights=None if args.weights == "none" else args.weights, dtype_policy=precision)
+        weights=None if args.weights == "none" else args.weights, dtype_policy=precision, **options)
     keras.utils.set_random_seed(args.seed)  # once, for the initial weights and dropout
     result = train.fit(
         build, train_ds, val_ds, out_dir=args.out, epochs=args.epochs, learning_rate=args.lr,
@@ -278,6 +291,7 @@ def _train(args) -> int:
         deterministic=args.deterministic, tensorboard=args.tensorboard, strategy=choice.strategy,
         steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps,
         verbose=1 if _interactive() else 2, command=shlex.join([PROG, *args.argv]), extra_record=record,
+        schedule=args.schedule, warmup_epochs=args.warmup_epochs,
     )
     _print_fit(result, args.out)
     return 0

@@ -37,8 +37,10 @@ from histolib.provenance import describe_environment
 #: Keys of the settings that must match for a run to resume in the same folder.
 RESUME_KEYS = (
     "learning_rate", "patience", "lr_patience", "lr_factor", "min_lr", "monitor", "mode",
-    "class_weight", "seed", "loss", "num_classes",
+    "class_weight", "seed", "loss", "num_classes", "schedule", "warmup_epochs", "schedule_epochs",
 )
+#: What a setting missing from an older run's state meant (runs recorded before it existed).
+RESUME_DEFAULTS = {"schedule": "plateau", "warmup_epochs": 0.0, "schedule_epochs": None}
 BEST_TEMPLATE = "best-epoch{epoch:04d}.keras"
 LATEST_TEMPLATE = "epoch-{epoch:04d}.keras"
 
@@ -140,7 +142,9 @@ class RunFolder:
         if not self.state:
             return
         old = self.state["settings"]
-        mismatched = {k: (old.get(k), settings[k]) for k in RESUME_KEYS if old.get(k) != settings[k]}
+        mismatched = {k: (old.get(k, RESUME_DEFAULTS.get(k)), settings.get(k, RESUME_DEFAULTS.get(k)))
+                      for k in RESUME_KEYS}
+        mismatched = {k: pair for k, pair in mismatched.items() if pair[0] != pair[1]}
         if mismatched:
             detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in mismatched.items())
             raise ValueError(
@@ -242,7 +246,9 @@ class EpochCommit(keras.callbacks.Callback):
 
     Args:
         run: the `RunFolder`.
-        early, reduce_lr: the run's EarlyStopping and ReduceLROnPlateau.
+        early, reduce_lr: the run's EarlyStopping and ReduceLROnPlateau (``None`` under a
+            learning-rate schedule, whose position is the optimizer's step count, restored
+            with the optimizer).
         checkpoint: its ModelCheckpoint (writing `BEST_TEMPLATE` files into ``backup/``), or
             ``None`` for a run that is not resumable.
     """
@@ -260,13 +266,14 @@ class EpochCommit(keras.callbacks.Callback):
         self.model.load_weights(self.run.backup / s["best_file"])
         self.early.best_weights = self.model.get_weights()
         self.model.load_weights(self.run.backup / s["latest_file"])
-        self.model.optimizer.learning_rate = s["learning_rate_now"]
         es, lr = s["early_stopping"], s["reduce_lr"]
         self.early.best, self.early.wait = es["best"], es["wait"]
         self.early.best_epoch, self.early.stopped_epoch = es["best_epoch"], es["stopped_epoch"]
         self.checkpoint.best = s["model_checkpoint"]["best"]
-        self.reduce_lr.best, self.reduce_lr.wait = lr["best"], lr["wait"]
-        self.reduce_lr.cooldown_counter = lr["cooldown_counter"]
+        if self.reduce_lr is not None:
+            self.model.optimizer.learning_rate = s["learning_rate_now"]
+            self.reduce_lr.best, self.reduce_lr.wait = lr["best"], lr["wait"]
+            self.reduce_lr.cooldown_counter = lr["cooldown_counter"]
 
     def on_epoch_end(self, epoch, logs=None):
         early, reduce_lr = self.early, self.reduce_lr
@@ -282,8 +289,9 @@ class EpochCommit(keras.callbacks.Callback):
             stopped_early=bool(self.model.stop_training and early.stopped_epoch > 0),
             early_stopping={"best": _float_or_none(early.best), "wait": int(early.wait),
                             "best_epoch": int(early.best_epoch), "stopped_epoch": int(early.stopped_epoch)},
-            reduce_lr={"best": _float_or_none(reduce_lr.best), "wait": int(reduce_lr.wait),
-                       "cooldown_counter": int(reduce_lr.cooldown_counter)},
+            reduce_lr=None if reduce_lr is None else {
+                "best": _float_or_none(reduce_lr.best), "wait": int(reduce_lr.wait),
+                "cooldown_counter": int(reduce_lr.cooldown_counter)},
             monitor_value=_float_or_none(monitored),
         )
         self.run.commit(update)

@@ -3,7 +3,8 @@
 `fit` compiles a model with Adam and the seeds' callbacks (EarlyStopping that restores the
 best weights, ModelCheckpoint of the best ``.keras``, ReduceLROnPlateau with ``factor=0.3``),
 logs every epoch to ``history.csv``, chooses a decision threshold on the validation data and
-writes a run record. Everything lands in one output folder::
+writes a run record. With ``schedule="cosine"`` the learning rate follows a fixed schedule
+instead of ReduceLROnPlateau (see `learning_rate_schedule`). Everything lands in one output folder::
 
     out_dir/
       best.keras        the best epoch's model (with optimizer state), by ``monitor``
@@ -62,7 +63,11 @@ from histolib import evaluate
 from histolib.provenance import describe_environment
 from histolib.runs import BEST_TEMPLATE, EpochCommit, RunFolder, read_history
 
-__all__ = ["FitResult", "balanced_class_weight", "describe_environment", "fit", "read_history"]
+__all__ = ["FitResult", "SCHEDULES", "balanced_class_weight", "describe_environment", "fit",
+           "learning_rate_schedule", "read_history"]
+
+#: The learning-rate schedules `fit` takes.
+SCHEDULES = ("plateau", "cosine")
 
 
 @dataclasses.dataclass
@@ -111,6 +116,48 @@ def balanced_class_weight(counts) -> dict:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def learning_rate_schedule(schedule: str, learning_rate: float, *, total_steps: int, warmup_steps: int = 0):
+    """Adam's learning rate for ``schedule``.
+
+    - ``"plateau"``: the float ``learning_rate``, which ReduceLROnPlateau lowers when the
+      monitored value stops improving (the seeds' way);
+    - ``"cosine"``: Keras's ``CosineDecay``: a linear warm-up from 0 to ``learning_rate`` over
+      ``warmup_steps`` optimizer steps, then half a cosine down to 0 at ``total_steps``
+      (Loshchilov & Hutter 2017, SGDR, https://arxiv.org/abs/1608.03983, without restarts).
+
+    Args:
+        schedule: one of `SCHEDULES`.
+        learning_rate: the peak (cosine) or initial (plateau) learning rate, > 0.
+        total_steps: optimizer steps of the whole run (epochs x batches per epoch).
+        warmup_steps: steps of linear warm-up, ``0 <= warmup_steps < total_steps``.
+
+    Returns:
+        A float, or a ``keras.optimizers.schedules.LearningRateSchedule``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}. Received: schedule={schedule!r}")
+    if schedule == "plateau":
+        return float(learning_rate)
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warm-up must be shorter than the run ({total_steps} steps). "
+                         f"Received: warmup_steps={warmup_steps}")
+    if warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(float(learning_rate), int(total_steps))
+    return keras.optimizers.schedules.CosineDecay(0.0, int(total_steps - warmup_steps), warmup_target=float(learning_rate),
+                                                  warmup_steps=int(warmup_steps))
+
+
+def _steps_per_epoch(train_ds, steps_per_epoch) -> int:
+    if steps_per_epoch is not None:
+        return int(steps_per_epoch)
+    steps = int(train_ds.cardinality()) if hasattr(train_ds, "cardinality") else -1
+    if steps < 1:
+        raise ValueError("schedule='cosine' needs the number of batches per epoch, and the training dataset "
+                         f"does not know it (cardinality {steps}): pass steps_per_epoch. "
+                         "Received: steps_per_epoch=None")
+    return steps
+
+
 def _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard):
     """Validate `fit`'s arguments; returns ``class_weight`` as ``{int: float}`` or ``None``."""
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -134,7 +181,8 @@ def _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard)
 
 def _build_and_compile(model, strategy, *, learning_rate, steps_per_execution):
     """Build ``model`` (a model or a callable) in ``strategy``'s scope and compile it with Adam
-    and the loss its output calls for; returns ``(model, loss name)``."""
+    (``learning_rate``: a float or a schedule) and the loss its output calls for; returns
+    ``(model, loss name)``."""
     with strategy.scope():
         if callable(model) and not isinstance(model, keras.Model):
             model = model()
@@ -153,16 +201,19 @@ def _build_and_compile(model, strategy, *, learning_rate, steps_per_execution):
 
 
 def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool) -> list:
-    """The seeds' callbacks (ReduceLROnPlateau, EarlyStopping restoring the best weights,
-    ModelCheckpoint of the best epoch where the run is resumable, CSVLogger), TensorBoard when
-    asked, and last the run's `EpochCommit`."""
+    """The seeds' callbacks (ReduceLROnPlateau, or under a schedule `LogLearningRate`;
+    EarlyStopping restoring the best weights, ModelCheckpoint of the best epoch where the run is
+    resumable, CSVLogger), TensorBoard when asked, and last the run's `EpochCommit`."""
     monitor, mode = settings["monitor"], settings["mode"]
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(
-        monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
-        min_lr=settings["min_lr"], verbose=1)
+    if settings["schedule"] == "plateau":
+        reduce_lr = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
+            min_lr=settings["min_lr"], verbose=1)
+    else:  # the schedule sets the learning rate; log it as ReduceLROnPlateau would
+        reduce_lr = None
     early = keras.callbacks.EarlyStopping(
         monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=1)
-    callbacks, checkpoint = [reduce_lr, early], None
+    callbacks, checkpoint = [LogLearningRate() if reduce_lr is None else reduce_lr, early], None
     if run.resumable:
         checkpoint = keras.callbacks.ModelCheckpoint(
             str(run.backup / BEST_TEMPLATE), monitor=monitor, mode=mode, save_best_only=True)
@@ -171,6 +222,16 @@ def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool) -> list:
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.path / "tensorboard")))
     return callbacks + [EpochCommit(run, early=early, reduce_lr=reduce_lr, checkpoint=checkpoint)]
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Puts the optimizer's learning rate of the epoch's end into the epoch's logs as
+    ``learning_rate`` (ReduceLROnPlateau does the same), so ``history.csv`` has the column
+    under a learning-rate schedule too."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
 
 
 def _choose_threshold(model, val_ds, *, validation_steps, num_classes) -> dict:
@@ -230,6 +291,8 @@ def fit(
     command: str | None = None,
     extra_record: dict | None = None,
     checkpoints: bool = True,
+    schedule: str = "plateau",
+    warmup_epochs: float = 0.0,
 ) -> FitResult:
     """Train ``model`` on ``train_ds``, select on ``val_ds``, resumably, into ``out_dir``.
 
@@ -268,6 +331,11 @@ def fit(
         extra_record: more JSON-ready facts for ``run.json`` (e.g. the data spec).
         checkpoints: save the best and the last epoch's model so a killed run resumes (default);
             ``False`` saves no model file and starts afresh (see the module docstring).
+        schedule: ``"plateau"`` (the seeds' ReduceLROnPlateau; default) or ``"cosine"`` (a
+            warm-up then cosine decay to 0 at the end of epoch ``epochs``, no ReduceLROnPlateau;
+            see `learning_rate_schedule`). The cosine schedule is fixed by ``epochs``, so such a
+            run cannot be extended with more epochs later. EarlyStopping applies to both.
+        warmup_epochs: linear warm-up of the cosine schedule, in epochs (may be fractional).
 
     Returns:
         A `FitResult`; ``result.model`` holds the best epoch's weights.
@@ -279,12 +347,18 @@ def fit(
     from histolib.strategy import devices_of, get_strategy, training_scope
 
     class_weight = _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard)
+    if schedule == "cosine":
+        steps = _steps_per_epoch(train_ds, steps_per_epoch)
+        rate = learning_rate_schedule(schedule, learning_rate, total_steps=steps * int(epochs),
+                                      warmup_steps=round(warmup_epochs * steps))
+    else:
+        rate = learning_rate_schedule(schedule, learning_rate, total_steps=1)
     run = RunFolder(out_dir, resumable=checkpoints)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = get_strategy() if strategy is None else strategy
     with training_scope(strategy):
-        model, loss = _build_and_compile(model, strategy, learning_rate=learning_rate,
+        model, loss = _build_and_compile(model, strategy, learning_rate=rate,
                                          steps_per_execution=steps_per_execution)
         settings = {
             "learning_rate": float(learning_rate), "patience": int(patience),
@@ -296,7 +370,8 @@ def fit(
             "validation_steps": validation_steps, "steps_per_execution": int(steps_per_execution),
             "params": int(model.count_params()), "model_name": model.name, "checkpoints": bool(checkpoints),
             "backend": keras.backend.backend(), "replicas": int(strategy.num_replicas_in_sync),
-            "devices": devices_of(strategy),
+            "devices": devices_of(strategy), "schedule": schedule, "warmup_epochs": float(warmup_epochs),
+            "schedule_epochs": int(epochs) if schedule == "cosine" else None,
         }
         run.check(settings)
         resumed_from = run.epochs_done

@@ -37,6 +37,10 @@ def test_help_teaches(capsys):
         (["train", "--data", DATA, "--model", "seed-pcam", "--out", "x"], "--epochs"),
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "0", "--out", "x"], "positive integer"),
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--lr", "-1"], "positive number"),
+        (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--fine-tune"],
+         "apply to classifier models"),
+        (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--warmup-epochs", "1"],
+         "with --schedule cosine"),
         (["evaluate", "--model", "no-such.keras", "--data", DATA], "no such file"),
         (["evaluate", "--model", __file__, "--data", DATA, "--split", "holdout"], "invalid choice"),
         (["evaluate", "--model", __file__, "--data", DATA], "cannot load a Keras model"),
@@ -167,6 +171,29 @@ def test_class_weight_balanced_weights_the_loss(tmp_path, capsys):
             assert weights == pytest.approx({str(k): v for k, v in expected.items()})
             assert max(weights.values()) > 1.5 * min(weights.values())  # imbalanced enough to matter
     assert losses["none"] != pytest.approx(losses["balanced"], rel=1e-3)
+
+
+
+def test_fine_tuned_resized_classifier_on_a_cosine_schedule(tmp_path, capsys):
+    # The recipe's options on a small scale: the model keeps the data's 96-pixel input, resizes
+    # inside, and the learning rate follows the cosine schedule (2 steps per epoch, 2 epochs).
+    out = tmp_path / "run"
+    argv = ["train", "--data", DATA, "--model", "mobilenet_025", "--weights", "none", "--fine-tune",
+            "--backbone-size", "112", "--schedule", "cosine", "--warmup-epochs", "0.5", "--lr", "0.01",
+            "--epochs", "2", "--batch-size", "16", "--steps-per-epoch", "2", "--validation-steps", "1",
+            "--precision", "float32", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    record = json.loads((out / "run.json").read_text())
+    assert record["model_options"] == {"freeze": False, "backbone_size": 112}
+    assert record["settings"]["schedule"] == "cosine" and record["settings"]["warmup_epochs"] == 0.5
+    from histolib import train
+    from histolib.evaluate import load_model
+
+    model = load_model(out / "best.keras")
+    assert model.input_shape == (None, 96, 96, 3) and model.get_layer("resize").output.shape[1] == 112
+    rates = [row["learning_rate"] for row in train.read_history(out)]
+    expected = train.learning_rate_schedule("cosine", 0.01, total_steps=4, warmup_steps=1)
+    assert rates == pytest.approx([float(expected(2)), 0.0], abs=1e-7)
 
 
 def test_multiworker_is_refused_before_any_data_is_read(tmp_path):

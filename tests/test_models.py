@@ -117,6 +117,7 @@ from histolib.models import (  # noqa: E402
     gradcam_layer_name,
     list_backbones,
     list_models,
+    model_options,
 )
 from histolib.models import weights as weights_module  # noqa: E402
 
@@ -231,6 +232,27 @@ def test_build_model_names():
             build_model(bad, weights=None)
 
 
+
+def test_backbone_size_resizes_inside_the_model():
+    model = build_classifier("mobilenet_025", weights=None, backbone_size=128)
+    assert model.input_shape == (None, 96, 96, 3)
+    assert model.get_layer("resize").output.shape == (None, 128, 128, 3)
+    assert model.get_layer("conv_pw_13_relu").output.shape == (None, 4, 4, 256)  # 3 x 3 at 96 px
+    x = np.random.default_rng(0).uniform(0, 1, (2, 96, 96, 3)).astype("float32")
+    assert model(x).shape == (2, 2)
+    with pytest.raises(ValueError, match="at least 95 for mobilenet_025.*backbone_size=64"):
+        build_classifier("mobilenet_025", weights=None, backbone_size=64)
+
+
+def test_model_options_of_the_registry():
+    assert model_options("mobilenet_025") == ["backbone_size", "freeze"]
+    assert model_options("seed_cnn+self") == ["backbone_size", "freeze"]
+    assert model_options("seed-pcam") == []
+    assert build_model("mobilenet_025", weights=None, backbone_size=112).get_layer("resize").output.shape[1] == 112
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['freeze'\\]"):
+        build_model("seed-pcam", freeze=False)
+
+
 def test_classifier_keras_round_trip(tmp_path):
     model = build_classifier("seed_cnn", attention="differential", input_shape=(32, 32, 3), weights=None)
     x = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
@@ -280,6 +302,12 @@ def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
                 np.testing.assert_array_equal(a, b)
             assert not loaded.trainable  # frozen: pretrained weights, freeze=True
     assert model.get_layer("probs").trainable
+    # Through the registry: frozen by default, trained with freeze=False (--fine-tune).
+    frozen = build_model("mobilenet", input_shape=(128, 128, 3), weights="imagenet")
+    tuned = build_model("mobilenet", input_shape=(128, 128, 3), weights="imagenet", freeze=False)
+    assert not frozen.get_layer("conv1").trainable and tuned.get_layer("conv1").trainable
+    assert all(layer.trainable for layer in tuned.layers)
+    np.testing.assert_array_equal(tuned.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0])
     # The same file given as a path, unfrozen.
     model = build_classifier(
         "mobilenet", input_shape=(128, 128, 3), weights=str(weights_dir / fname), freeze=False

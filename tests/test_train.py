@@ -179,6 +179,65 @@ def test_bad_arguments_are_named(tmp_path):
         train.fit(tiny_model, ds, ds, out_dir=tmp_path, epochs=1, class_weight="balanced")
 
 
+
+def test_learning_rate_schedules():
+    assert train.learning_rate_schedule("plateau", 1e-3, total_steps=10) == 1e-3
+    lr = train.learning_rate_schedule("cosine", 1e-3, total_steps=100, warmup_steps=10)
+    expected = {0: 0.0, 5: 5e-4, 10: 1e-3, 55: 5e-4, 100: 0.0}  # linear warm-up, then half a cosine
+    for step, value in expected.items():
+        assert float(lr(step)) == pytest.approx(value, abs=1e-9), step
+    assert float(train.learning_rate_schedule("cosine", 1e-3, total_steps=100)(0)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="schedule='step'"):
+        train.learning_rate_schedule("step", 1e-3, total_steps=10)
+    with pytest.raises(ValueError, match="warmup_steps=10"):
+        train.learning_rate_schedule("cosine", 1e-3, total_steps=10, warmup_steps=10)
+
+
+def test_cosine_run_resumes_on_its_schedule_and_cannot_be_extended(tmp_path):
+    _, x, y = tiny_data(n=64, seed=0)
+    val_ds, _, _ = tiny_data(n=32, seed=1)
+
+    def batches():  # endless, 8 batches per epoch; the source fails halfway through epoch 2
+        for i in range(12):
+            yield x[8 * (i % 8):8 * (i % 8) + 8], y[8 * (i % 8):8 * (i % 8) + 8]
+        raise RuntimeError("interrupted")
+
+    failing = tf.data.Dataset.from_generator(batches, output_signature=(
+        tf.TensorSpec((None, 8, 8, 3), tf.float32), tf.TensorSpec((None,), tf.int32)))
+    args = dict(out_dir=tmp_path, epochs=3, learning_rate=0.05, patience=5, schedule="cosine",
+                warmup_epochs=0.5, verbose=0)
+    with pytest.raises(Exception, match="interrupted"):
+        train.fit(tiny_model, failing, val_ds, steps_per_epoch=8, **args)
+    state = json.loads((tmp_path / "backup" / "state.json").read_text())
+    assert state["epochs_done"] == 1 and state["reduce_lr"] is None
+    train_ds, _, _ = tiny_data(n=64, seed=0)  # 8 batches, a known length: no steps_per_epoch needed
+    result = train.fit(tiny_model, train_ds, val_ds, **args)
+    assert result.resumed_from == 1 and result.epochs_done == 3
+    # The rate at each epoch's end is the schedule's at 8, 16 and 24 steps: the resumed run
+    # went on from the optimizer's restored step count, not from the start.
+    schedule = train.learning_rate_schedule("cosine", 0.05, total_steps=24, warmup_steps=4)
+    logged = [row["learning_rate"] for row in train.read_history(tmp_path)]
+    assert logged == pytest.approx([float(schedule(s)) for s in (8, 16, 24)], abs=1e-7)
+    assert logged[0] > logged[1] > logged[2] == pytest.approx(0.0, abs=1e-9)
+    settings = json.loads((tmp_path / "run.json").read_text())["settings"]
+    assert (settings["schedule"], settings["warmup_epochs"], settings["schedule_epochs"]) == ("cosine", 0.5, 3)
+    with pytest.raises(ValueError, match="schedule_epochs: 3 there, 4 now"):
+        train.fit(tiny_model, train_ds, val_ds, **{**args, "epochs": 4})
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        train.fit(tiny_model, train_ds.repeat(), val_ds, **{**args, "out_dir": tmp_path / "endless"})
+
+
+def test_runs_recorded_before_schedules_existed_still_resume(tmp_path):
+    train_ds, _, _ = tiny_data(seed=0)
+    train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path, epochs=1, verbose=0)
+    path = tmp_path / "backup" / "state.json"
+    state = json.loads(path.read_text())
+    for key in ("schedule", "warmup_epochs", "schedule_epochs"):
+        del state["settings"][key]
+    path.write_text(json.dumps(state))
+    assert train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path, epochs=2, verbose=0).resumed_from == 1
+
+
 # The job a user would run: trains a tiny model into OUT. With HISTOLIB_TEST_BLOCK=E:B it
 # writes a marker file and blocks at batch B of (0-based) epoch E, to be killed there.
 # Subclasses of the three callbacks record their state at the first epoch each process

@@ -58,7 +58,7 @@ from histolib.models.outputs import (
     positive_probability,
     predicted_class,
 )
-from histolib.models.registry import MODELS, ModelEntry, build_model, list_models, register_model
+from histolib.models.registry import MODELS, ModelEntry, build_model, list_models, model_options, register_model
 from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model, build_seed_subtype_model
 from histolib.models.weights import WeightsNotFoundError
 
@@ -86,6 +86,7 @@ __all__ = [
     "list_backbones",
     "list_models",
     "loss_for",
+    "model_options",
     "positive_probability",
     "predicted_class",
     "with_augmentation",

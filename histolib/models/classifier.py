@@ -28,10 +28,12 @@ def check_input_shape(input_shape) -> tuple:
     return shape
 
 
-def backbone_features(spec: BackboneSpec, inputs, *, weights, freeze: bool, scale_inputs: bool = True):
+def backbone_features(spec: BackboneSpec, inputs, *, weights, freeze: bool, scale_inputs: bool = True,
+                      backbone_size: int | None = None):
     """Apply backbone ``spec`` to ``inputs`` ``(batch, h, w, 3)`` in [0, 1], flat in the graph.
 
-    Inserts ``Resizing`` to ``spec.min_size`` where ``h`` or ``w`` is smaller (so the map is at
+    Inserts ``Resizing`` to ``backbone_size`` x ``backbone_size`` when given (at least
+    ``spec.min_size``), else to ``spec.min_size`` where ``h`` or ``w`` is smaller (so the map is at
     least `MIN_GRID` on each side), then ``Rescaling(spec.scale, spec.offset)`` where
     ``scale_inputs`` (the backbone's own ``preprocess_input``, on [0, 1] input), then the
     backbone without its top, its layers added to the caller's graph (not nested), so
@@ -42,13 +44,20 @@ def backbone_features(spec: BackboneSpec, inputs, *, weights, freeze: bool, scal
         The feature map ``(batch, grid, grid, spec.channels)``.
     """
     _, h, w, _ = inputs.shape
-    x = inputs
-    if h < spec.min_size or w < spec.min_size:
+    x, size = inputs, None
+    if backbone_size is not None:
+        if not isinstance(backbone_size, int) or backbone_size < spec.min_size:
+            raise ValueError(
+                f"backbone_size must be an integer of at least {spec.min_size} for {spec.name} (its map is "
+                f"then at least {MIN_GRID}x{MIN_GRID}). Received: backbone_size={backbone_size!r}")
+        size = (backbone_size, backbone_size)
+    elif h < spec.min_size or w < spec.min_size:
         size = (max(h, spec.min_size), max(w, spec.min_size))
         log.info(
             "%s gives a feature map under %dx%d at %dx%d pixels; resizing inputs to %dx%d inside "
             "the model", spec.name, MIN_GRID, MIN_GRID, h, w, *size,
         )
+    if size is not None and size != (h, w):
         x = keras.layers.Resizing(*size, interpolation="bilinear", name="resize")(x)
     if scale_inputs and (spec.scale, spec.offset) != (1.0, 0.0):
         x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
@@ -100,12 +109,14 @@ def build_classifier(
     input_shape=(96, 96, 3),
     weights="imagenet",
     freeze: bool = True,
+    backbone_size: int | None = None,
 ) -> keras.Model:
     """A classifier on a backbone, with or without attention over its feature map.
 
     Input ``(batch, h, w, 3)`` float32 in [0, 1]. The backbone (see `list_backbones`) gets its
-    own input scaling inside the model and, where its map would be under 3 x 3, a resize
-    (InceptionV3 below 139 px, MobileNet below 95 px; see `histolib.models.backbones`). Then:
+    own input scaling inside the model and, where its map would be under 3 x 3 or where
+    ``backbone_size`` asks, a resize (InceptionV3 below 139 px, MobileNet below 95 px; see
+    `histolib.models.backbones`). Then:
 
     - ``attention=None``: ``GlobalAveragePooling2D``;
     - ``"self"`` / ``"thresholded"`` / ``"differential"``: the map as tokens
@@ -123,7 +134,12 @@ def build_classifier(
         weights: ``"imagenet"``, a weights file path, or ``None`` (see
             `histolib.models.weights`); ``seed_cnn`` takes ``None`` only.
         freeze: freeze the pretrained backbone (ignored with ``weights=None``: freezing
-            random weights would only hobble the model).
+            random weights would only hobble the model). ``False`` fine-tunes it: every layer
+            trains, BatchNormalization included (its statistics then follow the new images).
+        backbone_size: resize the images to ``backbone_size`` x ``backbone_size`` inside the
+            model, before the backbone (e.g. 128 for 96-pixel PCam patches: a larger feature map
+            for ImageNet filters learnt on larger objects); the model's input stays
+            ``input_shape``. ``None``: resize only up to the backbone's minimum size.
 
     Returns:
         A ``keras.Model`` named ``backbone`` or ``backbone_attention``, output
@@ -139,7 +155,7 @@ def build_classifier(
             f"Received: num_classes={num_classes!r}"
         )
     inputs = keras.Input(check_input_shape(input_shape), name="image")
-    x = backbone_features(spec, inputs, weights=weights, freeze=freeze)
+    x = backbone_features(spec, inputs, weights=weights, freeze=freeze, backbone_size=backbone_size)
     if attention is None:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     else:

@@ -70,11 +70,12 @@ def _seed_subtype(backbone, *, num_classes, input_shape, weights):
                                     weights="imagenet" if weights == "auto" else weights)
 
 
-def _classifier(backbone, attention, *, num_classes, input_shape, weights):
+def _classifier(backbone, attention, *, num_classes, input_shape, weights, freeze=True, backbone_size=None):
     if weights == "auto":
         weights = None if get_backbone(backbone).weights_url is None else "imagenet"
     return build_classifier(backbone, attention=attention, num_classes=num_classes,
-                            input_shape=input_shape or (96, 96, 3), weights=weights)
+                            input_shape=input_shape or (96, 96, 3), weights=weights, freeze=freeze,
+                            backbone_size=backbone_size)
 
 
 def _fill_table() -> None:
@@ -97,13 +98,21 @@ def list_models() -> list[str]:
     return list(MODELS)
 
 
-def _check_options(name: str, build, options: dict) -> None:
-    accepted = {n for n, p in inspect.signature(build).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"num_classes", "input_shape", "weights"}
-    unknown = sorted(set(options) - accepted)
+def model_options(name: str) -> list[str]:
+    """The options `build_model` takes for ``name`` beyond ``num_classes``, ``input_shape`` and
+    ``weights`` (``["backbone_size", "freeze"]`` for the classifier names, none for the seeds')."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model name. Valid names: {', '.join(MODELS)}. Received: name={name!r}")
+    return sorted(n for n, p in inspect.signature(MODELS[name].build).parameters.items()
+                  if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("num_classes", "input_shape", "weights"))
+
+
+def _check_options(name: str, options: dict) -> None:
+    accepted = model_options(name)
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"build_model({name!r}) got unexpected keyword arguments {unknown}; "
-                        f"it takes {sorted(accepted) or 'none beyond num_classes, input_shape, weights'}")
+                        f"it takes {accepted or 'none beyond num_classes, input_shape, weights'}")
 
 
 def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="auto", dtype_policy=None,
@@ -130,8 +139,9 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
         dtype_policy: a Keras dtype policy name (``"mixed_bfloat16"``, ...) to build the model
             under; the global policy is put back afterwards, so data pipelines stay float32.
             ``None`` builds under the global policy.
-        **options: further keyword arguments of the name's builder (none for the built-in
-            names).
+        **options: further keyword arguments of the name's builder (see `model_options`): for
+            the classifier names ``freeze`` (``False`` fine-tunes a pretrained backbone) and
+            ``backbone_size`` (see `build_classifier`); none for the seeds' models.
 
     Raises:
         ValueError: for an unknown name (the message lists the valid ones).
@@ -140,7 +150,7 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
     if name not in MODELS:
         raise ValueError(f"Unknown model name. Valid names: {', '.join(MODELS)}. Received: name={name!r}")
     build = MODELS[name].build
-    _check_options(name, build, options)
+    _check_options(name, options)
     previous = keras.config.dtype_policy()
     if dtype_policy is not None:
         keras.config.set_dtype_policy(dtype_policy)
