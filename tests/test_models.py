@@ -432,3 +432,24 @@ def test_builders_train_on_the_jax_backend():
     np.testing.assert_allclose(np.array(diff["probs"]).sum(-1), 1.0, atol=1e-5)
     for entry in report.values():
         assert np.all(np.isfinite(entry["losses"]))
+
+
+def test_ensemble_averages_its_members_and_loads_safely(tmp_path):
+    from histolib.models import build_ensemble
+
+    keras.utils.set_random_seed(4)
+    members = [build_classifier("seed_cnn", input_shape=(32, 32, 3), weights=None) for _ in range(3)]
+    ensemble = build_ensemble(members, name="pcam_ensemble")
+    x = np.random.default_rng(5).uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    assert ensemble.count_params() == sum(m.count_params() for m in members)
+    ensemble.save(tmp_path / "ensemble.keras")
+    loaded = keras.saving.load_model(tmp_path / "ensemble.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    sigmoid = build_ensemble([build_seed_pcam_model(), build_seed_pcam_model()])
+    assert sigmoid.output_shape == (None, 1)
+    with pytest.raises(ValueError, match="at least two members"):
+        build_ensemble(members[:1])
+    with pytest.raises(ValueError, match="shapes"):
+        build_ensemble([members[0], build_classifier("seed_cnn", input_shape=(32, 32, 3), num_classes=3, weights=None)])

@@ -7,10 +7,13 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
 - `build_seed_pcam_model()`: the PCam seed, 494,337 parameters.
 - `build_seed_subtype_model(backbone)`: the ovarian seed on a frozen ImageNet backbone.
 - `build_classifier(backbone, *, attention=None, num_classes=2, input_shape=(96, 96, 3),
-  weights="imagenet", freeze=True)`: any backbone of `list_backbones()` with attention
-  ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``.
-- `build_model(name, *, num_classes=2, input_shape=None, weights="auto", dtype_policy=None)`:
-  the command line's names, one table (`MODELS`, `list_models()`, `register_model`).
+  weights="imagenet", freeze=True, backbone_size=None)`: any backbone of `list_backbones()`
+  with attention ``None``, ``"self"``, ``"thresholded"`` or ``"differential"``; ``freeze=False``
+  fine-tunes a pretrained backbone, ``backbone_size`` resizes inside the model.
+- `build_ensemble(members)`: several trained models as one, averaging their probabilities.
+- `build_model(name, *, num_classes=2, input_shape=None, weights="auto", dtype_policy=None,
+  **options)`: the command line's names, one table (`MODELS`, `list_models()`,
+  `register_model`, `model_options(name)`).
 - `with_augmentation(model, augment, seed=0)`: the model with an augmentation set inside its
   training step (identity at inference), so the host only decodes.
 - `build_mil_classifier(feature_dim, pooling="gated")`: multiple-instance learning over bags of
@@ -49,6 +52,7 @@ from histolib.models.backbones import (
     list_backbones,
 )
 from histolib.models.classifier import build_classifier
+from histolib.models.ensemble import build_ensemble
 from histolib.models.fold import fold_batch_norm
 from histolib.models.mil import POOLINGS, attention_scores, build_mil_classifier, build_tile_encoder
 from histolib.models.outputs import (
@@ -73,6 +77,7 @@ __all__ = [
     "WeightsNotFoundError",
     "attention_scores",
     "build_classifier",
+    "build_ensemble",
     "build_mil_classifier",
     "build_model",
     "build_seed_pcam_model",
