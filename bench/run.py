@@ -2,7 +2,7 @@
 
 Runs each script in its own process (so one script's dtype policy, threads or memory never
 leak into the next), in this order: ``ceilings`` (the other scripts divide by its matmul
-rates), ``train_step``, ``inference``, ``pipeline`` and ``slide`` where they exist, and
+rates), ``train_step``, ``recipes``, ``inference``, ``pipeline`` and ``slide`` where they exist, and
 ``scale`` last (it reads the pipeline's measured rate). Each script writes its own
 ``bench_<name>.json`` into ``--results``; this one prints their rows as one table (median of
 repeated runs, with the spread min - max), then the issue's targets against what was
@@ -38,7 +38,7 @@ except ImportError:  # run as `python bench/run.py`
     import _common as common
 
 BENCH = Path(__file__).resolve().parent
-ORDER = ("ceilings", "train_step", "inference", "pipeline", "slide", "scale")
+ORDER = ("ceilings", "train_step", "recipes", "inference", "pipeline", "slide", "scale")
 #: For a script without ``--quick``: smaller-size options to pass instead, where it takes them.
 QUICK_FALLBACK = (("--repeats", "1"), ("--full-n", "8192"), ("--naive-n", "4096"))
 LABEL_KEYS = ("name", "what", "variant", "model", "format", "spec", "source", "policy", "dtype_policy", "stride",

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 from bench import _common as common  # noqa: E402
 from bench import ceilings, run  # noqa: E402
 
-MINE = ("ceilings", "train_step", "inference", "scale")
+MINE = ("ceilings", "train_step", "recipes", "inference", "scale")
 
 
 def test_count_flops_matches_hand_counts():
@@ -87,6 +87,7 @@ def _positive(value):
 @pytest.mark.parametrize("name,keys", [
     ("ceilings", ("ceilings", "ceiling_gflops", "models", "rows")),
     ("train_step", ("variants", "targets", "train_flops_per_image", "ceilings_gflops", "rows")),
+    ("recipes", ("results", "mobilenet_over_seed", "mobilenet_over_seed_cpu_time", "rows")),
     ("inference", ("results", "layer_microbench", "depthwise_explanation", "rows")),
     ("scale", ("estimates", "models", "tpu_chapter_remedy", "rows")),
 ])
@@ -110,6 +111,11 @@ def test_each_script_writes_its_record(quick_suite, name, keys):
                    and _positive(v["images_per_second_cpu_time_estimate"]["median"])
                    and _positive(v["fraction_of_ceiling_cpu_time"]) for v in record["variants"])
         assert _positive(record["targets"]["default_over_plain_float32_twin"])
+    if name == "recipes":
+        assert [r["name"] for r in record["results"]] == ["seed recipe", "mobilenet recipe"]
+        assert all(_positive(r["images_per_second"]["median"]) and _positive(r["epoch_minutes"])
+                   for r in record["results"])
+        assert record["results"][1]["options"] == {"freeze": False, "backbone_size": 128}
     if name == "inference":
         assert {r["policy"] for r in record["results"]} == {"float32", "mixed_bfloat16"}
         assert all(_positive(r["fraction_of_ceiling"]) for r in record["results"])
