@@ -317,6 +317,8 @@ def _evaluate(args) -> int:
         size = None if shape[1] is None else (int(shape[1]), int(shape[2]))
     dataset = data.load(args.data, args.split, batch_size=args.batch_size, image_size=size)
     threshold = evaluate.read_threshold(args.model)
+    if evaluate.threshold_record(args.model).get("tta") and not args.tta:
+        print(f"note: {args.model}'s threshold was chosen with 8-view TTA; score it with --tta", file=sys.stderr)
     metrics = evaluate.evaluate_model(model, dataset, threshold=threshold, tta=args.tta,
                                       class_names=dataset.class_names, bootstrap=args.bootstrap, seed=args.seed,
                                       progress=_interactive())

@@ -204,3 +204,16 @@ def test_multiworker_is_refused_before_any_data_is_read(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "multiworker is not supported" in result.stderr and "absent" not in result.stderr
+
+
+def test_evaluate_notes_a_threshold_chosen_with_tta(tmp_path, capsys):
+    from histolib.models import build_seed_pcam_model
+
+    build_seed_pcam_model().save(tmp_path / "m.keras")
+    (tmp_path / "m.threshold.json").write_text(json.dumps({"threshold": 0.4, "tta": True}))
+    argv = ["evaluate", "--model", str(tmp_path / "m.keras"), "--data", DATA, "--split", "test"]
+    assert cli.main(argv) == 0
+    assert "chosen with 8-view TTA; score it with --tta" in capsys.readouterr().err
+    assert cli.main([*argv, "--tta"]) == 0
+    captured = capsys.readouterr()
+    assert "score it with --tta" not in captured.err and "threshold 0.4, TTA x8" in captured.out

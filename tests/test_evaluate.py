@@ -82,6 +82,11 @@ def test_read_threshold_prefers_the_named_file(tmp_path):
     assert evaluate.read_threshold(model) == 0.3
     (tmp_path / "pcam-seed.threshold.json").write_text(json.dumps({"threshold": 0.42}))
     assert evaluate.read_threshold(model) == 0.42
+    assert evaluate.threshold_record(model).get("tta") is None
+    (tmp_path / "pcam-seed.threshold.json").write_text(json.dumps({"threshold": 0.42, "tta": True}))
+    assert evaluate.read_threshold(model) == 0.42 and evaluate.threshold_record(model)["tta"] is True
+    assert evaluate.threshold_record(tmp_path / "other.keras")["threshold"] == 0.3  # the folder's file
+    assert evaluate.threshold_record(tmp_path / "sub" / "x.keras") == {}
     (tmp_path / "pcam-seed.threshold.json").write_text(json.dumps({"threshold": 4.2}))
     with pytest.raises(ValueError, match="threshold"):
         evaluate.read_threshold(model)

@@ -12,6 +12,12 @@ package versions, git commit, data file count and digest, machine), copies ``his
 beside it, and with ``--publish`` saves the best model without optimizer state as
 ``book/results/models/NAME.keras`` with its threshold as ``NAME.threshold.json``. With
 ``--variants`` it also adds or replaces the run's entry in that list of variants tried.
+
+A model meant to be read with 8-view test-time augmentation is published with
+``--tta-data SPEC``: its threshold is then chosen again, by Youden's J on SPEC's ``valid`` split
+predicted with the 8 views, and the threshold file says ``"tta": true`` (score it with
+``histolib evaluate --tta``; evaluate ``--valid-tta`` after publishing, with the published model,
+so that the recorded TTA scores use this threshold).
 """
 
 from __future__ import annotations
@@ -49,6 +55,24 @@ def _metrics(path: Path) -> dict:
     return {k: data[k] for k in KEYS if k in data}
 
 
+def tta_threshold(model, spec: str) -> dict:
+    """The decision threshold of ``model`` chosen on ``spec``'s valid split with 8-view TTA."""
+    from histolib import data, evaluate
+
+    size = tuple(model.inputs[0].shape[1:3])
+    y_true, probs = evaluate.predict(model, data.load(spec, "valid", batch_size=128, image_size=size), tta=True)
+    chosen = evaluate.choose_threshold(y_true, probs[:, 1])
+    return {**chosen, "split": "valid, 8-view test-time augmentation", "n": int(len(y_true)), "tta": True}
+
+
+def publish(model, name: str, models: Path, threshold: dict) -> Path:
+    """Save ``model`` without optimizer state as ``models/NAME.keras`` with ``NAME.threshold.json``."""
+    models.mkdir(parents=True, exist_ok=True)
+    model.save(models / f"{name}.keras", include_optimizer=False)
+    (models / f"{name}.threshold.json").write_text(json.dumps(threshold, indent=2) + "\n")
+    return models / f"{name}.keras"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="the training output folder (runs/NAME)")
@@ -60,6 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--description", default="", help="what this run changes")
     parser.add_argument("--note", action="append", default=[], help="a remark for the record (repeatable)")
     parser.add_argument("--publish", action="store_true", help="save the model under book/results/models/")
+    parser.add_argument("--tta-data", metavar="SPEC", help="with --publish: choose the threshold on SPEC's valid "
+                        "split with 8-view TTA and mark it tta: true")
     parser.add_argument("--variants", type=Path, help="add the run to this list of variants (JSON)")
     args = parser.parse_args(argv)
 
@@ -105,12 +131,11 @@ def main(argv=None) -> int:
     if args.publish:
         from histolib.evaluate import load_model
 
-        models = args.models
-        models.mkdir(parents=True, exist_ok=True)
         model = load_model(args.run / "best.keras")
-        model.save(models / f"{args.name}.keras", include_optimizer=False)
-        (models / f"{args.name}.threshold.json").write_text(json.dumps(run["threshold"], indent=2) + "\n")
-        record["published_model"] = os.path.relpath(models / f"{args.name}.keras", args.out.parent)
+        threshold = tta_threshold(model, args.tta_data) if args.tta_data else run["threshold"]
+        path = publish(model, args.name, args.models, threshold)
+        record["published_model"] = os.path.relpath(path, args.out.parent)
+        record["published_threshold"] = threshold
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.variants:
