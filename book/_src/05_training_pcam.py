@@ -227,6 +227,11 @@ print("TPU-safe batches:", safe.element_spec[0].shape, f"{int(safe.cardinality()
 #   `patience - 1` epochs without improvement, so it drops once before training stops;
 # - `CSVLogger`: one row per epoch in `history.csv`.
 #
+# `fit(..., schedule="cosine", warmup_epochs=...)` (the command's `--schedule cosine`) replaces
+# ReduceLROnPlateau with a fixed warm-up and cosine decay to 0 at the last epoch; it is one part of
+# the better PCam recipe that {doc}`09_reproduction_report` (section 6) compares with this one over
+# seeds, beside a fine-tuned ImageNet MobileNet (`--fine-tune --backbone-size 128`).
+#
 # To show an interrupted run, we first train for only `FIRST_EPOCHS` epochs, as if the run had
 # been killed there:
 
