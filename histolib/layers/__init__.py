@@ -1,4 +1,9 @@
-"""Attention layers over image tokens, in Keras 3 (``keras.ops`` only, any backend).
+"""Every Keras layer of histolib, registered under the package name ``"histolib"``.
+
+``import histolib`` imports this package, so ``keras.saving.load_model`` finds these layers in a
+saved histolib model without further imports.
+
+Attention layers over image tokens, in Keras 3 (``keras.ops`` only, any backend):
 
 - `SelfAttention`: single-head scaled dot-product attention, the PCam seed's block.
 - `ThresholdedAttention`: unscaled softmax with below-uniform weights zeroed, the ovarian
@@ -11,15 +16,27 @@ All take tokens ``(batch, n, channels)`` or a feature map ``(batch, h, w, channe
 ``(output, map)`` with the map in float32, compute their softmax in float32 under
 ``mixed_bfloat16``, run under ``jit_compile=True`` and on the TensorFlow and JAX backends,
 and are registered serializable under the package name ``"histolib"``.
+
+Others:
+
+- `RandomFlips`, `RandomHEDJitter`: random preprocessing for the augmentation sets of
+  `histolib.data.augment` (run inside ``tf.data`` under any backend);
+- `FoldedBatchNorm`: the identity that stands where a batch norm was folded away
+  (`histolib.models.fold_batch_norm`).
 """
 
 from histolib.layers.differential import DifferentialAttention, lambda_init_for_depth
+from histolib.layers.folded import FoldedBatchNorm
+from histolib.layers.preprocessing import RandomFlips, RandomHEDJitter
 from histolib.layers.self_attention import SelfAttention
 from histolib.layers.thresholded import ThresholdedAttention
 from histolib.layers.tokens import to_tokens
 
 __all__ = [
     "DifferentialAttention",
+    "FoldedBatchNorm",
+    "RandomFlips",
+    "RandomHEDJitter",
     "SelfAttention",
     "ThresholdedAttention",
     "lambda_init_for_depth",
