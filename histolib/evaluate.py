@@ -39,16 +39,13 @@ def as_class_probs(outputs) -> np.ndarray:
 def load_model(path):
     """Load a ``.keras`` model saved by histolib, for inference (``compile=False``).
 
-    Imports `histolib.layers` and `histolib.data.augment` first, so the custom attention and
-    augmentation layers are registered.
+    (``import histolib`` has registered its layers, so this is ``keras.saving.load_model`` with
+    an error that names the file.)
 
     Raises:
         ValueError: ``path`` is not a readable ``.keras`` model (the message names it).
     """
     import keras
-
-    import histolib.data.augment  # noqa: F401  (registers TrainingAugmentation & co.)
-    import histolib.layers  # noqa: F401  (registers SelfAttention & co. with Keras)
 
     try:
         return keras.models.load_model(path, compile=False)

@@ -255,10 +255,9 @@ def offline(monkeypatch, tmp_path):
 
 def _write_keras_h5(model, path):
     """Write weights the way Keras's own application files are stored (legacy HDF5)."""
-    from keras.src.legacy.saving import legacy_h5_format
+    from histolib.models import write_application_weights
 
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    write_application_weights(model, path)
 
 
 def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
@@ -280,6 +279,11 @@ def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
                 np.testing.assert_array_equal(a, b)
             assert not loaded.trainable  # frozen: pretrained weights, freeze=True
     assert model.get_layer("probs").trainable
+    from histolib.models import parameter_counts
+
+    counts = parameter_counts(model)
+    assert counts["trainable"] == 1024 * 2 + 2  # only the head learns
+    assert counts["trainable"] + counts["frozen"] == model.count_params()
     # The same file given as a path, unfrozen.
     model = build_classifier(
         "mobilenet", input_shape=(128, 128, 3), weights=str(weights_dir / fname), freeze=False
