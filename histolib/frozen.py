@@ -1,0 +1,142 @@
+"""A head over a frozen backbone, trained on the backbone's features computed once.
+
+With a frozen pretrained backbone (``build_classifier(..., weights="imagenet")``) almost all of a
+training step is the backbone's forward pass, and it gives the same answer for the same image
+every epoch. So:
+
+1. :func:`split_frozen` cuts a model where its frozen part ends: the backbone is every layer up
+   to the first one that has trainable weights or behaves differently in training (dropout,
+   augmentation); the head is the rest. The head shares its layers with the model, so training
+   the head trains the model.
+2. :func:`feature_views` runs the backbone once per image and *view*: view 0 is the image as
+   loaded, views 1 ... V-1 the augmentation set applied with fixed seeds (``seed + view``).
+   Results go to the user cache (:mod:`histolib.cache`, ``backbone-features``), keyed by the
+   backbone's architecture and weights, the image files (paths, sizes, times) and these
+   settings, stored as float16; a second run, another training seed or another head over the
+   same backbone reads them back.
+3. :func:`view_dataset` streams one view per image per epoch, drawn afresh each epoch (seeded),
+   to train the head with `histolib.train.fit`.
+
+What changes: augmentation draws come from V fixed draws per image instead of a fresh draw every
+step (exact only for a set with at most V distinct outcomes; the ``subtype`` set's rotations and
+zooms are continuous, so this is an approximation), and the head trains on float16-rounded
+features. Models whose augmentation sits inside the model, or with nothing frozen, cannot be
+split (:func:`split_frozen` says why). The speed-up is measured in ``bench/frozen_features.py``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from histolib import cache
+
+_TRAINING_BEHAVIOUR = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+                       keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
+
+
+def _stops_prefix(layer) -> bool:
+    """True for a layer that trains, or computes differently with ``training=True``."""
+    return (bool(layer.trainable_weights) or isinstance(layer, _TRAINING_BEHAVIOUR)
+            or hasattr(layer, "seed_generator") or type(layer).__name__ == "TrainingAugmentation")
+
+
+def split_frozen(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """``(backbone, head)`` with ``head(backbone(x)) == model(x)`` at inference.
+
+    The backbone runs ``model``'s longest prefix of layers (in graph order) that neither train
+    nor change with ``training=True``; the head is ``keras.Model(prefix output, model.output)``,
+    sharing ``model``'s layers.
+
+    Raises:
+        ValueError: when no layer with (frozen) weights comes before the first trainable one, or
+            the rest of the model needs more than the prefix's last output.
+    """
+    layers = model.layers
+    end = next((i for i, layer in enumerate(layers) if _stops_prefix(layer)), len(layers))
+    if end == len(layers) or not any(layer.weights for layer in layers[:end]):
+        raise ValueError(f"model {model.name!r} has no frozen backbone before its first trainable layer "
+                         f"({layers[min(end, len(layers) - 1)].name!r}): nothing to compute once")
+    cut = layers[end - 1].output
+    try:
+        head = keras.Model(cut, model.outputs[0], name=f"{model.name}_head")
+    except ValueError as error:
+        raise ValueError(f"model {model.name!r} cannot be cut after {layers[end - 1].name!r}: {error}") from error
+    return keras.Model(model.inputs[0], cut, name=f"{model.name}_backbone"), head
+
+
+def _fingerprint(backbone: keras.Model) -> str:
+    from histolib.data.features import encoder_fingerprint
+
+    return encoder_fingerprint(backbone)
+
+
+def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: str | None = None, seed: int = 0,
+                  paths=None, use_cache: bool = True) -> np.ndarray:
+    """The backbone's output for every image of ``dataset`` and ``views`` views of it.
+
+    Args:
+        backbone: the first model of `split_frozen`.
+        dataset: unshuffled, unaugmented batches ``(images (b, h, w, 3) in [0, 1], labels)``,
+            e.g. ``histolib.data.load(spec, "train", shuffle=False)``.
+        views: 1 (the images as they are) or more; views 1 ... ``views - 1`` apply ``augment``.
+        augment: an augmentation set of :mod:`histolib.data.augment` (needed when ``views > 1``).
+        seed: view ``v`` draws its augmentation with seed ``seed + v``.
+        paths: the image files in ``dataset``'s order, for the cache key; ``None`` disables the
+            cache (sources without files).
+        use_cache: read and write the user cache.
+
+    Returns:
+        float16 ``(views, n, *backbone.output.shape[1:])``.
+    """
+    if views < 1 or (views > 1 and augment is None):
+        raise ValueError(f"views must be 1, or more with an augmentation set. Received: views={views!r}, "
+                         f"augment={augment!r}")
+    key = None
+    if use_cache and paths is not None:
+        key = cache.files_key(paths, "backbone-features", backbone=_fingerprint(backbone), views=int(views),
+                              augment=augment, seed=int(seed))
+        stored = cache.read_array("backbone-features", key)
+        if stored is not None:
+            return stored
+    from histolib.data.augment import augmentation
+
+    out = []
+    for view in range(views):
+        augmenter = None if view == 0 else augmentation(augment, seed + view)
+        batches = []
+        for images, _ in dataset:
+            images = np.asarray(images)
+            if augmenter is not None:
+                images = np.asarray(augmenter(images, training=True))
+            batches.append(np.asarray(backbone.predict_on_batch(images), dtype=np.float32).astype(np.float16))
+        out.append(np.concatenate(batches))
+    features = np.stack(out)
+    if key is not None:
+        cache.write_array("backbone-features", key, features)
+    return features
+
+
+def view_dataset(features, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """Batches ``(features float32 (b, ...), labels int32 (b,))``, one view per image.
+
+    Args:
+        features: ``(views, n, ...)`` from `feature_views`; labels: ``(n,)``.
+        shuffle: reshuffle the images and redraw each image's view every epoch (seeded); without
+            it, view 0 (the images as they are) in order, for validation and testing.
+    """
+    features = np.asarray(features)
+    labels = np.asarray(labels, dtype=np.int32)
+    if features.shape[1] != len(labels):
+        raise ValueError(f"features hold {features.shape[1]} images and labels {len(labels)}")
+    if not shuffle:
+        ds = tf.data.Dataset.from_tensor_slices((features[0], labels))
+        return ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    views = features.shape[0]
+    per_image = np.moveaxis(features, 0, 1)  # (n, views, ...)
+    pairs = tf.data.Dataset.from_tensor_slices((per_image, labels))
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip(pairs, draws).shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda xy, r: (tf.cast(tf.gather(xy[0], r % views), tf.float32), xy[1]))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
