@@ -102,17 +102,16 @@ def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: st
             return stored
     from histolib.data.augment import augmentation
 
-    out = []
-    for view in range(views):
-        augmenter = None if view == 0 else augmentation(augment, seed + view)
-        batches = []
-        for images, _ in dataset:
-            images = np.asarray(images)
-            if augmenter is not None:
-                images = np.asarray(augmenter(images, training=True))
-            batches.append(np.asarray(backbone.predict_on_batch(images), dtype=np.float32).astype(np.float16))
-        out.append(np.concatenate(batches))
-    features = np.stack(out)
+    augmenters = [augmentation(augment, seed + view) for view in range(1, views)]
+
+    def all_views(images, _):  # (b, h, w, 3) -> (views * b, h, w, 3), view-major
+        return tf.concat([images] + [a(images, training=True) for a in augmenters], axis=0)
+
+    batches = []
+    for stacked in dataset.map(all_views, num_parallel_calls=tf.data.AUTOTUNE):  # each image decoded once
+        out = np.asarray(backbone.predict_on_batch(stacked), dtype=np.float32).astype(np.float16)
+        batches.append(out.reshape(views, -1, *out.shape[1:]))
+    features = np.concatenate(batches, axis=1)
     if key is not None:
         cache.write_array("backbone-features", key, features)
     return features
