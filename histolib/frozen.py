@@ -26,6 +26,11 @@ split (:func:`split_frozen` says why). The speed-up is measured in ``bench/froze
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -139,3 +144,103 @@ def view_dataset(features, labels, *, batch_size: int, shuffle: bool = False, se
     ds = tf.data.Dataset.zip(pairs, draws).shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda xy, r: (tf.cast(tf.gather(xy[0], r % views), tf.float32), xy[1]))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _save_whole(model: keras.Model, path) -> None:
+    """``model.save`` to ``path`` through a temporary twin, so a reader never sees half a file."""
+    path = Path(path)
+    part = path.with_name(f".{path.stem}.part.keras")
+    try:
+        model.save(part)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def fit_on_features(model, spec: str, *, out_dir, epochs: int, batch_size: int = 64, image_size=None,
+                    augment: str | None = None, views: int = 8, seed: int = 0, split_seed: int = 0,
+                    group_by=None, oversample=None, use_cache: bool = True, extra_record=None, **fit_kwargs):
+    """`histolib.train.fit` for a model with a frozen backbone, running the backbone once per
+    image and view (see the module docstring).
+
+    The training split's features come in ``views`` views when ``augment`` is given (one
+    otherwise), drawn with ``split_seed`` (the data's seed, so runs with other training seeds
+    read the same cached features); the valid split's in one. The head trains with ``fit(...,
+    checkpoints=False)``: such a run does not resume (a rerun starts afresh, reading the features
+    from the cache). ``out_dir/best.keras`` is then the whole model, images in.
+
+    Args:
+        model: a ``keras.Model`` (or a zero-argument callable returning one) that `split_frozen`
+            can cut.
+        spec: the data spec; ``image_size``, ``group_by``, ``oversample`` as in
+            `histolib.data.load`, its ``seed`` being ``split_seed``.
+        seed: the training seed: shuffling, the views drawn each epoch, recorded in ``run.json``.
+        extra_record: more facts for ``run.json``; a ``"features"`` entry is added.
+        **fit_kwargs: passed to `histolib.train.fit` (learning rate, patience, monitor ...).
+
+    Returns:
+        The `histolib.train.FitResult`, its ``model`` the whole model with the best weights.
+    """
+    from histolib import data, train
+
+    if callable(model) and not isinstance(model, keras.Model):
+        model = model()
+    backbone, head = split_frozen(model)
+    load = dict(seed=split_seed, group_by=group_by, oversample=oversample)
+    started, features, labels = time.perf_counter(), {}, {}
+    for split, count in (("train", views if augment else 1), ("valid", 1)):
+        items, labels[split] = data.rows(spec, split, **load)
+        paths = list(items) if items is not None and np.asarray(items).dtype.kind in "US" else None
+        dataset = data.load(spec, split, batch_size=batch_size, image_size=image_size, **load)
+        features[split] = feature_views(backbone, dataset, views=count, augment=augment if count > 1 else None,
+                                        seed=split_seed, paths=paths, use_cache=use_cache)
+    record = {**(extra_record or {}), "features": {
+        "cut_after": backbone.layers[-1].name, "shape": list(backbone.output.shape[1:]),
+        "train_views": int(features["train"].shape[0]), "augment": augment, "view_seed": int(split_seed),
+        "seconds": round(time.perf_counter() - started, 1), "cache": bool(use_cache)}}
+    result = train.fit(head, view_dataset(features["train"], labels["train"], batch_size=batch_size, shuffle=True,
+                                          seed=seed),
+                       view_dataset(features["valid"], labels["valid"], batch_size=batch_size),
+                       out_dir=out_dir, epochs=epochs, seed=seed, checkpoints=False, extra_record=record, **fit_kwargs)
+    _save_whole(model, result.out_dir / "best.keras")
+    return dataclasses.replace(result, model=model)
+
+
+def fit_spec(build, spec: str, *, batch_size: int, image_size=None, augment=None, features: str = "auto",
+             views: int = 8, seed: int = 0, split_seed: int = 0, group_by=None, oversample=None,
+             strategy_kind: str = "default", **fit_kwargs):
+    """Train ``build`` on ``spec`` as ``histolib train`` does: on cached features
+    (`fit_on_features`) when ``features="auto"``, one device trains (``strategy_kind``
+    ``"default"``) and the model has a frozen backbone; else the whole model on images with
+    `histolib.train.fit`. Why features were not used goes into ``run.json`` (``"features"``).
+
+    Args:
+        build: a zero-argument callable returning the model.
+        spec, batch_size, image_size, augment, group_by, oversample: as in `histolib.data.load`,
+            whose ``seed`` is ``split_seed``; ``seed`` is the training seed.
+        views: training views per image on the feature route (with ``augment``).
+        **fit_kwargs: `histolib.train.fit`'s (``out_dir``, ``epochs``, ``strategy``, ``extra_record`` ...).
+    """
+    from histolib import data, strategy, train
+
+    load = dict(seed=split_seed, group_by=group_by, oversample=oversample)
+    record = fit_kwargs.setdefault("extra_record", {})
+    if features == "auto" and strategy_kind == "default":
+        build = build()  # once: to see whether its backbone is frozen
+        try:
+            split_frozen(build)
+        except ValueError as why:
+            record["features"] = {"used": False, "reason": str(why)}
+        else:
+            return fit_on_features(build, spec, batch_size=batch_size, image_size=image_size, augment=augment,
+                                   views=views if augment else 1, seed=seed, split_seed=split_seed,
+                                   group_by=group_by, oversample=oversample, **fit_kwargs)
+    else:
+        record["features"] = {"used": False, "reason": f"features={features!r}, strategy {strategy_kind!r}"}
+    train_ds = data.load(spec, "train", batch_size=batch_size, image_size=image_size, shuffle=True,
+                         augment=augment, **load)
+    val_ds = data.load(spec, "valid", batch_size=batch_size, image_size=image_size, **load)
+    counts = {s: len(data.rows(spec, s, **load)[1]) for s in ("train", "valid")}
+    train_ds, val_ds = strategy.datasets_for_strategy(strategy_kind, train_ds, val_ds, batch_size=batch_size,
+                                                      train_examples=counts["train"], valid_examples=counts["valid"])
+    return train.fit(build, train_ds, val_ds, seed=seed, **fit_kwargs)
