@@ -1,8 +1,9 @@
-"""The ``histolib`` command (also ``python -m histolib``): train, evaluate, heatmap, data.
+"""The ``histolib`` command (also ``python -m histolib``): train, evaluate, duplicates, heatmap, data.
 
 Each subcommand is a thin layer over the library: ``train`` over `histolib.data.load`,
 `histolib.models.build_model` and `histolib.train.fit`; ``evaluate`` over
-`histolib.evaluate`; ``heatmap`` over `histolib.slide`; ``data`` over the download functions.
+`histolib.evaluate`; ``duplicates`` over `histolib.data.duplicates`; ``heatmap`` over
+`histolib.slide`; ``data`` over the download functions.
 Bad arguments and bad inputs end with one line on stderr and exit status 2.
 """
 
@@ -139,6 +140,28 @@ def _add_train(commands) -> None:
                    help="train on N batches per epoch (default: the whole split)")
     t.add_argument("--validation-steps", type=_positive_int, default=None, metavar="N",
                    help="validate on N batches (default: the whole split)")
+    _add_split_options(t, training=True)
+    t.add_argument("--features", choices=["auto", "off"], default="auto",
+                   help="auto: a frozen pretrained backbone runs once per image and view (cached; the run "
+                   "restarts rather than resumes) and the rest trains on its features; off: the whole model")
+    t.add_argument("--views", type=_positive_int, default=8, metavar="V",
+                   help="--features auto with --augment: the image and V-1 augmented views, one per epoch (default 8)")
+
+
+def _add_split_options(parser, *, training: bool) -> None:
+    """--groups, --split-seed and --oversample: how a source without split folders is split."""
+    record = "" if training else " (default: what run.json beside the model records)"
+    parser.add_argument("--groups", metavar="G", default=None,
+                        help="keep groups on one side of the split: near-duplicates (an image with its "
+                        "rotated, zoomed, re-coloured ... copies; computed once and cached) or a CSV with "
+                        f"columns file,group (e.g. patient IDs){record}")
+    parser.add_argument("--split-seed", type=int, default=None, metavar="S",
+                        help="seed of the 80/10/10 split of a source without split folders "
+                        + ("(default: --seed)" if training else "(default: the record's, else 0)"))
+    parser.add_argument("--oversample", choices=["none", "after", "before"], default="none" if training else None,
+                        help="RandomOverSampler after the split on the training rows only, or before it as "
+                        "the ovarian seed did (copies leak into valid and test: for showing the leak)"
+                        + (" (default none)" if training else record))
 
 
 def _add_evaluate(commands) -> None:
@@ -152,7 +175,9 @@ def _add_evaluate(commands) -> None:
             "ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro averages), "
             "the confusion matrix and scikit-learn's report. The decision threshold is read from "
             "beside the model (NAME.threshold.json or threshold.json, as train writes it); 0.5 when "
-            "there is none. It is never tuned on the split being scored."
+            "there is none. It is never tuned on the split being scored. A source without split folders is "
+            "split as the model's training split it: the split seed, groups and oversampling come from "
+            "run.json beside the model (options that disagree are an error)."
         ),
         epilog="example:\n  histolib evaluate --model runs/pcam-seed/best.keras "
         "--data folder:../shared/data/pcam-jpeg --split valid --tta --json valid.json",
@@ -170,6 +195,7 @@ def _add_evaluate(commands) -> None:
     e.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="add 95%% bootstrap intervals from N resamples (e.g. 1000)")
     e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    _add_split_options(e, training=False)
 
 
 def _add_heatmap(commands) -> None:
@@ -202,7 +228,8 @@ def _add_data(commands) -> None:
         "data",
         help="download real data (MD5-checked)",
         description=_para(
-            "Download real data, MD5-checked; a file already there and intact is kept. "
+            "Download real data, checked (MD5, or SHA-256 per file); files already there and intact "
+            "are kept. "
             "Offline, fails fast with a message saying where to get the files by hand."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -210,6 +237,20 @@ def _add_data(commands) -> None:
     d.add_argument("dataset", choices=list(data.DOWNLOADS),
                    help="; ".join(f"{name}: {entry.summary}" for name, entry in data.DOWNLOADS.items()))
     d.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to download into")
+
+
+def _add_duplicates(commands) -> None:
+    u = commands.add_parser(
+        "duplicates", help="find near-duplicate groups in an image folder",
+        description=_para(
+            "Group each readable image of SPEC with its rotated, mirrored, zoomed, shifted, re-coloured, "
+            "re-encoded and unevenly rescaled copies (ORB keypoints, RANSAC-verified affine maps) and write "
+            "{\"groups\": [[path, ...], ...]}, paths relative to the data root, each file in one group. "
+            "Cached in $HISTOLIB_CACHE (default ~/.cache/histolib); --groups near-duplicates uses the same."),
+        epilog="example:\n  histolib duplicates --data folder:../shared/data/ovarian --out groups.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    u.add_argument("--data", required=True, metavar="SPEC", help="folder:DIR or kaggle:DIR")
+    u.add_argument("--out", required=True, type=Path, metavar="JSON", help="where to write the groups")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for add in (_add_train, _add_evaluate, _add_heatmap, _add_data):
+    for add in (_add_train, _add_evaluate, _add_duplicates, _add_heatmap, _add_data):
         add(commands)
     return parser
 
@@ -234,10 +275,18 @@ def _interactive() -> bool:
     return sys.stdout.isatty()
 
 
+def _split_load(args, split_seed) -> dict:
+    """The split-shaping arguments of `histolib.data.load` for the command's options."""
+    from histolib import split_record
+
+    return {"seed": split_seed, "group_by": split_record.group_by(args.groups),
+            "oversample": None if args.oversample in (None, "none") else args.oversample}
+
+
 def _train(args) -> int:
     import keras
 
-    from histolib import data, models, strategy, train
+    from histolib import data, frozen, models, split_record, strategy
 
     if args.patience < 0:
         raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
@@ -247,17 +296,13 @@ def _train(args) -> int:
                          "model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
                          "train from Python with histolib.strategy.fit_replicated instead")
     precision = strategy.choose_precision(args.precision)
-    info = {split: data.info(args.data, split, seed=args.seed) for split in ("train", "valid")}
-    train_ds = data.load(args.data, "train", batch_size=args.batch_size, image_size=args.image_size,
-                         shuffle=True, augment=args.augment, seed=args.seed)
-    val_ds = data.load(args.data, "valid", batch_size=args.batch_size, image_size=args.image_size,
-                       seed=args.seed)
-    train_ds, val_ds = strategy.datasets_for_strategy(
-        choice.kind, train_ds, val_ds, batch_size=args.batch_size,
-        train_examples=sum(info["train"]["counts"]), valid_examples=sum(info["valid"]["counts"]))
+    args.groups = split_record.group_setting(args.groups)
+    load = _split_load(args, args.seed if args.split_seed is None else args.split_seed)
+    info = {split: data.info(args.data, split, **load) for split in ("train", "valid")}
     record = {
         "data": {"spec": args.data, "class_names": info["train"]["class_names"],
-                 "train_counts": info["train"]["counts"], "valid_counts": info["valid"]["counts"]},
+                 "train_counts": info["train"]["counts"], "valid_counts": info["valid"]["counts"],
+                 **split_record.describe(split_seed=load["seed"], groups=args.groups, oversample=load["oversample"])},
         "model": args.model, "batch_size": args.batch_size, "augment": args.augment,
         "image_size": args.image_size, "precision": precision, "weights": args.weights,
         "strategy": {"kind": choice.kind, "replicas": choice.strategy.num_replicas_in_sync,
@@ -271,14 +316,16 @@ def _train(args) -> int:
         input_shape=None if args.image_size is None else (args.image_size, args.image_size, 3),
         weights=None if args.weights == "none" else args.weights, dtype_policy=precision)
     keras.utils.set_random_seed(args.seed)  # once, for the initial weights and dropout
-    result = train.fit(
-        build, train_ds, val_ds, out_dir=args.out, epochs=args.epochs, learning_rate=args.lr,
-        patience=args.patience, monitor=args.monitor, seed=args.seed,
+    fit_kwargs = dict(
+        out_dir=args.out, epochs=args.epochs, learning_rate=args.lr, patience=args.patience, monitor=args.monitor,
+        seed=args.seed, deterministic=args.deterministic, tensorboard=args.tensorboard, strategy=choice.strategy,
         class_weight=("balanced", info["train"]["counts"]) if args.class_weight == "balanced" else None,
-        deterministic=args.deterministic, tensorboard=args.tensorboard, strategy=choice.strategy,
         steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps,
-        verbose=1 if _interactive() else 2, command=shlex.join([PROG, *args.argv]), extra_record=record,
-    )
+        verbose=1 if _interactive() else 2, command=shlex.join([PROG, *args.argv]), extra_record=record)
+    result = frozen.fit_spec(build, args.data, batch_size=args.batch_size, image_size=args.image_size,
+                             augment=args.augment, features=args.features, views=args.views, split_seed=load["seed"],
+                             group_by=load["group_by"], oversample=load["oversample"], strategy_kind=choice.kind,
+                             **fit_kwargs)
     _print_fit(result, args.out)
     return 0
 
@@ -294,19 +341,24 @@ def _print_fit(result, out: Path) -> None:
 
 
 def _evaluate(args) -> int:
-    from histolib import data, evaluate
+    from histolib import data, evaluate, split_record
 
     model = evaluate.load_model(args.model)
     size = args.image_size
     if size is None:
         shape = model.inputs[0].shape
         size = None if shape[1] is None else (int(shape[1]), int(shape[2]))
-    dataset = data.load(args.data, args.split, batch_size=args.batch_size, image_size=size)
+    split = split_record.recorded_split(args.model, args.data, split_seed=args.split_seed, groups=args.groups,
+                                        oversample=None if args.oversample == "none" else args.oversample)
+    args.groups, args.oversample = split["groups"], split["oversample"]
+    dataset = data.load(args.data, args.split, batch_size=args.batch_size, image_size=size,
+                        **_split_load(args, split["split_seed"]))
     threshold = evaluate.read_threshold(args.model)
     metrics = evaluate.evaluate_model(model, dataset, threshold=threshold, tta=args.tta,
                                       class_names=dataset.class_names, bootstrap=args.bootstrap, seed=args.seed,
                                       progress=_interactive())
-    metrics.update(model=str(args.model), data=args.data, split=args.split)
+    metrics.update(model=str(args.model), data=args.data, split=args.split,
+                   split_settings={k: split[k] for k in ("split_seed", "groups", "oversample", "from")})
     digest = data.folder_digest(args.data)
     if digest is not None:
         metrics["file_list"] = digest
@@ -314,11 +366,25 @@ def _evaluate(args) -> int:
                         ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy"))
     print(f"{args.split} (n={metrics['n']}, {metrics['average']}, threshold "
           f"{metrics['threshold'] if metrics['threshold'] is None else round(metrics['threshold'], 4)}"
-          f"{', TTA x8' if args.tta else ''}): {summary}")
+          f"{', TTA x8' if args.tta else ''}; split seed {split['split_seed']}"
+          f"{', groups ' + Path(str(split['groups'])).name if split['groups'] else ''}): {summary}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _duplicates(args) -> int:
+    from histolib.data import duplicates
+
+    paths, root = duplicates.spec_files(args.data)
+    found = duplicates.find_near_duplicates(paths)
+    duplicates.write_groups(found, args.out, root)
+    families = [g for g in found.groups if len(g) > 1]
+    print(f"{len(found.paths)} files in {len(found.groups)} groups ({len(families)} of two or more, holding "
+          f"{sum(map(len, families))} files; {len(found.pairs)} verified pairs"
+          f"{', from the cache' if found.cached else ''}); wrote {args.out}")
     return 0
 
 
@@ -341,7 +407,7 @@ def _data(args) -> int:
     from histolib import data
 
     for path in data.download(args.dataset, args.out):
-        print(f"{path} (MD5 checked)")
+        print(f"{path} ({data.DOWNLOADS[args.dataset].checked})")
     return 0
 
 
@@ -350,7 +416,9 @@ def _one_line(error, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "heatmap": _heatmap, "data": _data}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "duplicates": _duplicates, "heatmap": _heatmap,
+            "data": _data}
+
 
 
 def main(argv=None) -> int:
@@ -379,3 +447,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # TensorFlow's error for a file that stopped decoding mid-run
+        from histolib.data.images import describe_failure
+
+        failure = describe_failure(error)
+        if failure is None:
+            raise
+        print(f"{PROG} {args.command}: error: {_one_line(failure)}", file=sys.stderr)
+        return 2

@@ -9,7 +9,8 @@ writes a run record. Everything lands in one output folder::
       best.keras        the best epoch's model (with optimizer state), by ``monitor``
       history.csv       one row per finished epoch (CSVLogger; a resumed run appends)
       threshold.json    the decision threshold chosen on validation data (see below)
-      run.json          the run record: command, wall time, epochs, seed, versions, commit, machine
+      run.json          the run record: command, wall time, epochs, seed, versions, commit, machine;
+                        its status is running, finished, or failed (with the error) / interrupted
       backup/           resume state: the last finished epoch's model and ``state.json``
                         (with ``checkpoints=False``: no ``best.keras``, no ``backup/``)
       tensorboard/      only with ``tensorboard=True``
@@ -307,10 +308,14 @@ def fit(
             return _result(model, run, resumed_from=resumed_from, already_finished=True)
         train_now = not run.trained(epochs)
         run.open(settings, command=command, extra_record=extra_record)
-        if train_now:
-            model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
-                      steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                      class_weight=class_weight, callbacks=_callbacks(run, settings, tensorboard=tensorboard),
-                      shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
-                      verbose=verbose)
-        return _finish(model, val_ds, run, resumed_from=resumed_from)
+        try:
+            if train_now:
+                model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
+                          steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                          class_weight=class_weight, callbacks=_callbacks(run, settings, tensorboard=tensorboard),
+                          shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
+                          verbose=verbose)
+            return _finish(model, val_ds, run, resumed_from=resumed_from)
+        except BaseException as error:  # e.g. an image that stopped decoding: the record says so
+            run.fail(error)
+            raise
