@@ -73,9 +73,11 @@ def _spec_help(data) -> str:
 
 def _model_name(text):
     from histolib import models
+    from histolib.names import unknown_name
 
     if text not in models.MODELS:
-        raise argparse.ArgumentTypeError(f"unknown model {text!r}; valid: {', '.join(models.list_models())}")
+        raise argparse.ArgumentTypeError(
+            str(unknown_name("model name", text, models.list_models(), argument="--model", plural="model names")))
     return text
 
 

@@ -48,6 +48,18 @@ def test_bad_arguments_give_one_line_and_status_2(argv, expected, capsys):
     assert one_line(err) and expected in err
 
 
+def test_misspelt_names_suggest_the_closest_in_one_line(tmp_path, capsys):
+    argv = ["train", "--data", DATA, "--model", "seed-pcm", "--epochs", "1", "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "did you mean 'seed-pcam'?" in err and "seed-subtype-xception" in err
+    argv = ["train", "--data", "synthetic-pacm:64", "--model", "seed-pcam", "--epochs", "1", "--out", str(tmp_path / "b")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and err.startswith("histolib train: error:") and "did you mean 'synthetic-pcam:64'?" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_bad_inputs_give_one_line_and_status_2(tmp_path, capsys):
     argv = ["train", "--data", DATA, "--model", "no-such-model", "--epochs", "1", "--out", str(tmp_path)]
     assert cli.main(argv) == 2

@@ -37,6 +37,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from histolib.names import unknown_name
+
 try:  # Keras >= 3.10
     from keras.src.layers.preprocessing.data_layer import DataLayer as _DataLayer
 except ImportError:  # pragma: no cover - older Keras 3
@@ -200,7 +202,7 @@ def augmentation(name: str, seed: int | None = 0, *, dtype=None) -> keras.layers
                   keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=_seed(seed, 4), **kw),
                   keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=_seed(seed, 5), **kw)]
     else:
-        raise ValueError(f"augment must be one of {NAMES} or None. Received: augment={name!r}")
+        raise unknown_name("augmentation set", name, NAMES, argument="augment")
     return keras.layers.Pipeline(layers, name=f"augment_{name.replace('-', '_')}")
 
 
