@@ -150,11 +150,11 @@ def _add_evaluate(commands) -> None:
         "evaluate",
         help="score a saved model on a data spec's split",
         description=_para(
-            "Score a saved model on one split of SPEC: accuracy, precision, recall, F1, "
-            "ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro averages), "
-            "the confusion matrix and scikit-learn's report. The decision threshold is read from "
-            "beside the model (NAME.threshold.json or threshold.json, as train writes it); 0.5 when "
-            "there is none. It is never tuned on the split being scored."
+            "Score a saved model on one split of SPEC and print accuracy, precision, recall, "
+            "F1, ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro "
+            "averages), the confusion matrix and scikit-learn's per-class report. The decision "
+            "threshold is read from beside the model (NAME.threshold.json or threshold.json, as "
+            "train writes it); 0.5 when there is none. It is never tuned on the split being scored."
         ),
         epilog="example:\n  histolib evaluate --model runs/pcam-seed/best.keras "
         "--data folder:../shared/data/pcam-jpeg --split valid --tta --json valid.json",
@@ -165,7 +165,7 @@ def _add_evaluate(commands) -> None:
     e.add_argument("--split", default="test", choices=data.SPLITS, help="split to score (default test)")
     e.add_argument("--tta", action="store_true",
                    help="average predictions over the 8 flips and 90-degree rotations of each image")
-    e.add_argument("--json", type=Path, metavar="FILE", help="write the metrics to FILE as JSON")
+    e.add_argument("--json", type=Path, metavar="FILE", help="also write the metrics to FILE as JSON")
     e.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="images per batch (default 128)")
     e.add_argument("--image-size", type=_positive_int, metavar="PX", default=None,
                    help="resize images to PX x PX (default: the model's input size)")
@@ -317,11 +317,25 @@ def _evaluate(args) -> int:
     print(f"{args.split} (n={metrics['n']}, {metrics['average']}, threshold "
           f"{metrics['threshold'] if metrics['threshold'] is None else round(metrics['threshold'], 4)}"
           f"{', TTA x8' if args.tta else ''}): {summary}")
+    _print_tables(metrics)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _print_tables(metrics: dict) -> None:
+    """The confusion matrix and scikit-learn's per-class report of `evaluate.evaluate_model`."""
+    import pandas as pd
+
+    report = metrics["classification_report"]
+    names = list(report)[:len(metrics["confusion_matrix"])]  # the classes come first
+    matrix = pd.DataFrame(metrics["confusion_matrix"], index=names, columns=names)
+    print(f"confusion matrix (rows: true class, columns: predicted)\n{matrix.to_string()}")
+    table = pd.DataFrame({k: v for k, v in report.items() if isinstance(v, dict)}).T
+    table["support"] = table["support"].astype(int)
+    print(f"per class\n{table.to_string(float_format='{:.4f}'.format)}")
 
 
 def _heatmap(args) -> int:
