@@ -74,9 +74,11 @@ def _spec_help(data) -> str:
 
 def _model_name(text):
     from histolib import models
+    from histolib.names import unknown_name
 
     if text not in models.MODELS:
-        raise argparse.ArgumentTypeError(f"unknown model {text!r}; valid: {', '.join(models.list_models())}")
+        raise argparse.ArgumentTypeError(
+            str(unknown_name("model name", text, models.list_models(), argument="--model", plural="model names")))
     return text
 
 
@@ -171,13 +173,14 @@ def _add_evaluate(commands) -> None:
         "evaluate",
         help="score a saved model on a data spec's split",
         description=_para(
-            "Score a saved model on one split of SPEC: accuracy, precision, recall, F1, "
-            "ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro averages), "
-            "the confusion matrix and scikit-learn's report. The decision threshold is read from "
-            "beside the model (NAME.threshold.json or threshold.json, as train writes it); 0.5 when "
-            "there is none. It is never tuned on the split being scored. A source without split folders is "
-            "split as the model's training split it: the split seed, groups and oversampling come from "
-            "run.json beside the model (options that disagree are an error)."
+            "Score a saved model on one split of SPEC and print accuracy, precision, recall, "
+            "F1, ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro "
+            "averages), the confusion matrix and scikit-learn's per-class report. The decision "
+            "threshold is read from beside the model (NAME.threshold.json or threshold.json, as "
+            "train writes it); 0.5 when there is none. It is never tuned on the split being scored. "
+            "A source without split folders is split as the model's training split it: the split "
+            "seed, groups and oversampling come from run.json beside the model (options that "
+            "disagree are an error)."
         ),
         epilog="example:\n  histolib evaluate --model runs/pcam-seed/best.keras "
         "--data folder:../shared/data/pcam-jpeg --split valid --tta --json valid.json",
@@ -188,7 +191,7 @@ def _add_evaluate(commands) -> None:
     e.add_argument("--split", default="test", choices=data.SPLITS, help="split to score (default test)")
     e.add_argument("--tta", action="store_true",
                    help="average predictions over the 8 flips and 90-degree rotations of each image")
-    e.add_argument("--json", type=Path, metavar="FILE", help="write the metrics to FILE as JSON")
+    e.add_argument("--json", type=Path, metavar="FILE", help="also write the metrics to FILE as JSON")
     e.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="images per batch (default 128)")
     e.add_argument("--image-size", type=_positive_int, metavar="PX", default=None,
                    help="resize images to PX x PX (default: the model's input size)")
@@ -368,6 +371,7 @@ def _evaluate(args) -> int:
           f"{metrics['threshold'] if metrics['threshold'] is None else round(metrics['threshold'], 4)}"
           f"{', TTA x8' if args.tta else ''}; split seed {split['split_seed']}"
           f"{', groups ' + Path(str(split['groups'])).name if split['groups'] else ''}): {summary}")
+    _print_tables(metrics)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -386,6 +390,19 @@ def _duplicates(args) -> int:
           f"{sum(map(len, families))} files; {len(found.pairs)} verified pairs"
           f"{', from the cache' if found.cached else ''}); wrote {args.out}")
     return 0
+
+
+def _print_tables(metrics: dict) -> None:
+    """The confusion matrix and scikit-learn's per-class report of `evaluate.evaluate_model`."""
+    import pandas as pd
+
+    report = metrics["classification_report"]
+    names = list(report)[:len(metrics["confusion_matrix"])]  # the classes come first
+    matrix = pd.DataFrame(metrics["confusion_matrix"], index=names, columns=names)
+    print(f"confusion matrix (rows: true class, columns: predicted)\n{matrix.to_string()}")
+    table = pd.DataFrame({k: v for k, v in report.items() if isinstance(v, dict)}).T
+    table["support"] = table["support"].astype(int)
+    print(f"per class\n{table.to_string(float_format='{:.4f}'.format)}")
 
 
 def _heatmap(args) -> int:

@@ -48,6 +48,18 @@ def test_bad_arguments_give_one_line_and_status_2(argv, expected, capsys):
     assert one_line(err) and expected in err
 
 
+def test_misspelt_names_suggest_the_closest_in_one_line(tmp_path, capsys):
+    argv = ["train", "--data", DATA, "--model", "seed-pcm", "--epochs", "1", "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "did you mean 'seed-pcam'?" in err and "seed-subtype-xception" in err
+    argv = ["train", "--data", "synthetic-pacm:64", "--model", "seed-pcam", "--epochs", "1", "--out", str(tmp_path / "b")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and err.startswith("histolib train: error:") and "did you mean 'synthetic-pcam:64'?" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_bad_inputs_give_one_line_and_status_2(tmp_path, capsys):
     argv = ["train", "--data", DATA, "--model", "no-such-model", "--epochs", "1", "--out", str(tmp_path)]
     assert cli.main(argv) == 2
@@ -84,6 +96,14 @@ def test_train_evaluate_and_heatmap(tmp_path, capsys):
     assert metrics["threshold"] == pytest.approx(threshold)
     assert sum(map(sum, metrics["confusion_matrix"])) == 8
     assert set(metrics["ci95"]) >= {"accuracy", "auc"}
+    # The terminal gets the confusion matrix and the per-class report too, not only --json.
+    printed = capsys.readouterr().out.splitlines()
+    at = printed.index("confusion matrix (rows: true class, columns: predicted)")
+    assert printed[at + 1].split() == ["0", "1"]
+    for row, counts in zip(printed[at + 2:at + 4], metrics["confusion_matrix"]):
+        assert row.split() == [row.split()[0], *map(str, counts)]
+    per_class = printed[printed.index("per class") + 2].split()  # class 0's row
+    assert per_class[0] == "0" and int(per_class[-1]) == metrics["classification_report"]["0"]["support"]
     # In a fresh process (the custom layers must register themselves), with TTA.
     result = subprocess.run(
         [sys.executable, "-m", "histolib", "evaluate", "--model", str(out / "best.keras"), "--data", DATA,

@@ -13,6 +13,25 @@ def test_unknown_spec(spec):
         data.load(spec)
 
 
+@pytest.mark.parametrize("spec, suggestion", [
+    ("synthetic-pcm", "synthetic-pcam"),
+    ("Synthetic-Subtype:100", "synthetic-subtype:100"),
+    ("foldr:/data/pcam", "folder:/data/pcam"),
+    ("pcam_h5:/data", "pcam-h5:/data"),
+    ("tfs:patch_camelyon", "tfds:patch_camelyon"),
+])
+def test_misspelt_spec_suggests_the_closest(spec, suggestion):
+    with pytest.raises(ValueError, match=f"did you mean '{suggestion}'\\? Valid data specs: .*Received: spec="):
+        data.info(spec)
+
+
+def test_bare_folder_suggests_the_folder_spec(tmp_path):
+    with pytest.raises(ValueError, match=f"did you mean 'folder:{tmp_path}'"):
+        data.info(str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown data spec\\. Valid data specs"):
+        data.info("mnist")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"split": "validation"}, "split must be one of"),
     ({"batch_size": 0}, "batch_size"),

@@ -219,7 +219,10 @@ def test_seed_subtype_model_as_published():
 
 def test_build_model_names():
     names = list_models()
-    assert len(names) == 1 + 4 + 5 * 4
+    assert len(names) == 2 + 4 + 5 * 4
+    centred = build_model("seed-pcam-centred")  # the seed's model with a parameter-free Rescaling first
+    assert centred.get_layer("centre").get_config()["scale"] == 2.0
+    assert centred.count_params() == build_model("seed-pcam").count_params() == SEED_PCAM_PARAMS
     assert {"seed-pcam", "seed-subtype-xception", "mobilenet+differential", "seed_cnn+self"} <= set(names)
     model = build_model("seed_cnn+self")  # weights="auto": seed_cnn has none
     assert model.name == "seed_cnn_self" and model.output_shape == (None, 2)
@@ -227,7 +230,7 @@ def test_build_model_names():
     model = build_model("seed-subtype-mobilenet", weights=None, num_classes=5, input_shape=(96, 96, 3))
     assert model.name == "seed-subtype-mobilenet"
     for bad in ("mobilenet+", "seed-subtype-seed_cnn", "mobilenet+self+self", "vgg16"):
-        with pytest.raises(ValueError, match="Valid names: seed-pcam, "):
+        with pytest.raises(ValueError, match="Valid model names: seed-pcam, seed-pcam-centred, "):
             build_model(bad, weights=None)
 
 

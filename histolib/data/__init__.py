@@ -37,6 +37,7 @@ import tensorflow as tf
 from histolib.data import splits
 from histolib.data._pipeline import AUTOTUNE, Selection, image_size_arg
 from histolib.data.splits import SPLITS
+from histolib.names import closest, unknown_name
 
 __all__ = ["load", "info", "rows", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
            "DOWNLOADS"]
@@ -122,12 +123,25 @@ def download(name: str, out_dir) -> list[Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
+def _spec_suggestion(spec: str) -> str | None:
+    """What an unknown ``spec`` most likely meant: ``folder:PATH`` for a bare folder path,
+    else the closest kind with the part after the colon kept (``foldr:/data`` ->
+    ``folder:/data``, ``synthetic-pcm:64`` -> ``synthetic-pcam:64``)."""
+    if Path(spec).is_dir():
+        return f"folder:{spec}"
+    kind, _, arg = spec.partition(":")
+    match = closest(kind, SOURCES)
+    if match is None:
+        return None
+    return f"{match}:{arg}" if arg else SOURCES[match].form
+
+
 def _parse(spec: str) -> tuple[Source, str | None]:
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"spec must be a string, one of {SPECS}. Received: spec={spec!r}")
     kind, _, arg = spec.partition(":")
     if kind not in SOURCES:
-        raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(SPECS)}")
+        raise unknown_name("data spec", spec, SPECS, argument="spec", suggestion=_spec_suggestion(spec))
     source = SOURCES[kind]
     if source.folder and not arg:
         raise ValueError(f"spec {kind!r} needs a directory, as in '{kind}:DIR'. Received: spec={spec!r}")

@@ -38,6 +38,7 @@ import keras
 
 from histolib.layers.augmentation import TrainingAugmentation
 from histolib.layers.preprocessing import RandomFlips, RandomHEDJitter
+from histolib.names import unknown_name
 
 __all__ = ["NAMES", "RandomFlips", "RandomHEDJitter", "TrainingAugmentation", "augmentation"]
 
@@ -74,5 +75,5 @@ def augmentation(name: str, seed: int | None = 0, *, dtype=None) -> keras.layers
                   keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=_seed(seed, 4), **kw),
                   keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=_seed(seed, 5), **kw)]
     else:
-        raise ValueError(f"augment must be one of {NAMES} or None. Received: augment={name!r}")
+        raise unknown_name("augmentation set", name, NAMES, argument="augment")
     return keras.layers.Pipeline(layers, name=f"augment_{name.replace('-', '_')}")
