@@ -153,16 +153,16 @@ def _build_and_compile(model, strategy, *, learning_rate, steps_per_execution):
     return model, loss
 
 
-def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool) -> list:
+def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) -> list:
     """The seeds' callbacks (ReduceLROnPlateau, EarlyStopping restoring the best weights,
     ModelCheckpoint of the best epoch where the run is resumable, CSVLogger), TensorBoard when
-    asked, and last the run's `EpochCommit`."""
-    monitor, mode = settings["monitor"], settings["mode"]
+    asked, and last the run's `EpochCommit`. With ``verbose=0`` the callbacks say nothing either."""
+    monitor, mode, say = settings["monitor"], settings["mode"], int(verbose != 0)
     reduce_lr = keras.callbacks.ReduceLROnPlateau(
         monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
-        min_lr=settings["min_lr"], verbose=1)
+        min_lr=settings["min_lr"], verbose=say)
     early = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=1)
+        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=say)
     callbacks, checkpoint = [reduce_lr, early], None
     if run.resumable:
         checkpoint = keras.callbacks.ModelCheckpoint(
@@ -264,7 +264,7 @@ def fit(
             ``histolib.strategy.get_strategy()``. ``run.json`` records its replicas and
             devices in ``settings``, and the Keras backend in ``environment``.
         steps_per_epoch, validation_steps, steps_per_execution, verbose: as in Keras's
-            ``fit`` and ``compile``.
+            ``fit`` and ``compile``; ``verbose=0`` also silences the callbacks' messages.
         command: the command line to record in ``run.json`` (default: ``sys.argv``).
         extra_record: more JSON-ready facts for ``run.json`` (e.g. the data spec).
         checkpoints: save the best and the last epoch's model so a killed run resumes (default);
@@ -312,7 +312,7 @@ def fit(
             if train_now:
                 model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
                           steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                          class_weight=class_weight, callbacks=_callbacks(run, settings, tensorboard=tensorboard),
+                          class_weight=class_weight, callbacks=_callbacks(run, settings, tensorboard=tensorboard, verbose=verbose),
                           shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
                           verbose=verbose)
             return _finish(model, val_ds, run, resumed_from=resumed_from)

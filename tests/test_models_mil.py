@@ -75,7 +75,7 @@ def test_attention_scores_and_pooling_without_them():
         attention_scores(build_mil_classifier(8, pooling="mean"), {"features": x, "mask": mask})
 
 
-def test_gated_mil_learns_bag_labels_and_finds_the_positive_instances(tmp_path):
+def test_gated_mil_learns_bag_labels_and_finds_the_positive_instances(tmp_path, capsys):
     """Trained on bag labels only, through train.fit; scored with evaluate on other bags."""
     train_ds = as_dataset(*synthetic_bags(160, seed=2)[:3], shuffle=True)
     valid_ds = as_dataset(*synthetic_bags(40, seed=3)[:3])
@@ -84,6 +84,7 @@ def test_gated_mil_learns_bag_labels_and_finds_the_positive_instances(tmp_path):
     result = train.fit(lambda: build_mil_classifier(8, pooling="gated", embedding=16), train_ds, valid_ds,
                        out_dir=tmp_path / "run", epochs=40, patience=8, learning_rate=1e-2, seed=0,
                        checkpoints=False, verbose=0)
+    assert "restoring model weights" not in capsys.readouterr().out.lower()  # verbose=0: callbacks quiet too
     scores = evaluate.evaluate_model(result.model, as_dataset(x, mask, labels), threshold=result.threshold["threshold"])
     assert scores["auc"] > 0.9, scores["auc"]
     found = evaluate.instance_auc(attention_scores(result.model, {"features": x, "mask": mask}), mask, instance, labels)
