@@ -74,7 +74,7 @@ def _spec_help(data) -> str:
 def _model_name(text):
     from histolib import models
 
-    if text not in models.MODELS:
+    if text not in models.list_models():
         raise argparse.ArgumentTypeError(f"unknown model {text!r}; valid: {', '.join(models.list_models())}")
     return text
 
