@@ -88,25 +88,27 @@ def _existing_file(text):
     return Path(text)
 
 
+def _command(commands, name: str, help: str, example: str | None = None, *, saved_model: bool = False):
+    """A subcommand's parser: ``help`` in the list of commands, the docstring of the function
+    that runs it (`COMMANDS`) as its description, an example command line after its options,
+    and with ``saved_model`` a required ``--model FILE`` (a ``.keras`` file)."""
+    description = " ".join(COMMANDS[name].__doc__.split())
+    parser = commands.add_parser(name, help=help, description=_para(description),
+                                 epilog=None if example is None else f"example:\n  {example}",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    if saved_model:
+        parser.add_argument("--model", required=True, type=_existing_file, metavar="FILE", help="a .keras model")
+    return parser
+
+
 def _add_train(commands) -> None:
     from histolib import data, models, strategy
     from histolib.data.augment import NAMES as AUGMENTATIONS
 
-    t = commands.add_parser(
-        "train",
-        help="train a model on a data spec's train split, selecting on its valid split",
-        description=_para(
-            "Train NAME on the 'train' split of SPEC and select the best epoch on its "
-            "'valid' split. Writes OUT/best.keras (the best epoch), OUT/history.csv (one row per "
-            "epoch), OUT/threshold.json (the decision threshold chosen on 'valid' by Youden's J) and "
-            "OUT/run.json (command, time, versions, machine). Run the same command again after an "
-            "interruption and it resumes after the last finished epoch; on a finished run it says so "
-            "and trains nothing."
-        ),
-        epilog="example:\n  histolib train --data folder:../shared/data/pcam-jpeg --model seed-pcam "
-        "--epochs 8 --augment pcam-seed --out runs/pcam-seed",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    t = _command(
+        commands, "train", "train a model on a data spec's train split, selecting on its valid split",
+        example="histolib train --data folder:../shared/data/pcam-jpeg --model seed-pcam "
+        "--epochs 8 --augment pcam-seed --out runs/pcam-seed")
     t.add_argument("--data", required=True, metavar="SPEC", help=_spec_help(data))
     t.add_argument("--model", required=True, metavar="NAME", type=_model_name,
                    help=f"one of: {', '.join(models.list_models())}")
@@ -169,24 +171,10 @@ def _add_split_options(parser, *, training: bool) -> None:
 def _add_evaluate(commands) -> None:
     from histolib import data
 
-    e = commands.add_parser(
-        "evaluate",
-        help="score a saved model on a data spec's split",
-        description=_para(
-            "Score a saved model on one split of SPEC and print accuracy, precision, recall, "
-            "F1, ROC AUC, balanced accuracy and n (binary: of class 1; more classes: macro "
-            "averages), the confusion matrix and scikit-learn's per-class report. The decision "
-            "threshold is read from beside the model (NAME.threshold.json or threshold.json, as "
-            "train writes it); 0.5 when there is none. It is never tuned on the split being scored. "
-            "A source without split folders is split as the model's training split it: the split "
-            "seed, groups and oversampling come from run.json beside the model (options that "
-            "disagree are an error)."
-        ),
-        epilog="example:\n  histolib evaluate --model runs/pcam-seed/best.keras "
-        "--data folder:../shared/data/pcam-jpeg --split valid --tta --json valid.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    e.add_argument("--model", required=True, type=_existing_file, metavar="FILE", help="a .keras model")
+    e = _command(
+        commands, "evaluate", "score a saved model on a data spec's split",
+        example="histolib evaluate --model runs/pcam-seed/best.keras "
+        "--data folder:../shared/data/pcam-jpeg --split valid --tta --json valid.json", saved_model=True)
     e.add_argument("--data", required=True, metavar="SPEC", help=_spec_help(data))
     e.add_argument("--split", default="test", choices=data.SPLITS, help="split to score (default test)")
     e.add_argument("--tta", action="store_true",
@@ -202,19 +190,10 @@ def _add_evaluate(commands) -> None:
 
 
 def _add_heatmap(commands) -> None:
-    h = commands.add_parser(
-        "heatmap",
-        help="draw a model's tumour-probability heatmap over a slide region",
-        description=_para(
-            "Cut the tissue of a slide region (SVS or TIFF) into tiles of the model's "
-            "input size, skip background (Otsu on saturation), score each tile and draw the "
-            "probability heatmap over the region as a PNG."
-        ),
-        epilog="example:\n  histolib heatmap --model runs/pcam-seed/best.keras "
-        "--region ../shared/data/he-region/CMU-1-Small-Region.svs --out heatmap.png --stride 48",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    h.add_argument("--model", required=True, type=_existing_file, metavar="FILE", help="a .keras model")
+    h = _command(
+        commands, "heatmap", "draw a model's tumour-probability heatmap over a slide region",
+        example="histolib heatmap --model runs/pcam-seed/best.keras "
+        "--region ../shared/data/he-region/CMU-1-Small-Region.svs --out heatmap.png --stride 48", saved_model=True)
     h.add_argument("--region", required=True, type=_existing_file, metavar="SLIDE", help="an .svs or .tif region")
     h.add_argument("--out", required=True, type=Path, metavar="PNG", help="where to write the picture")
     h.add_argument("--stride", type=_positive_int, default=96, metavar="N",
@@ -227,31 +206,16 @@ def _add_heatmap(commands) -> None:
 def _add_data(commands) -> None:
     from histolib import data
 
-    d = commands.add_parser(
-        "data",
-        help="download real data (MD5-checked)",
-        description=_para(
-            "Download real data, checked (MD5, or SHA-256 per file); files already there and intact "
-            "are kept. "
-            "Offline, fails fast with a message saying where to get the files by hand."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    d = _command(
+        commands, "data", "download real data (MD5-checked)")
     d.add_argument("dataset", choices=list(data.DOWNLOADS),
                    help="; ".join(f"{name}: {entry.summary}" for name, entry in data.DOWNLOADS.items()))
     d.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to download into")
 
 
 def _add_duplicates(commands) -> None:
-    u = commands.add_parser(
-        "duplicates", help="find near-duplicate groups in an image folder",
-        description=_para(
-            "Group each readable image of SPEC with its rotated, mirrored, zoomed, shifted, re-coloured, "
-            "re-encoded and unevenly rescaled copies (ORB keypoints, RANSAC-verified affine maps) and write "
-            "{\"groups\": [[path, ...], ...]}, paths relative to the data root, each file in one group. "
-            "Cached in $HISTOLIB_CACHE (default ~/.cache/histolib); --groups near-duplicates uses the same."),
-        epilog="example:\n  histolib duplicates --data folder:../shared/data/ovarian --out groups.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    u = _command(commands, "duplicates", "find near-duplicate groups in an image folder",
+                 example="histolib duplicates --data folder:../shared/data/ovarian --out groups.json")
     u.add_argument("--data", required=True, metavar="SPEC", help="folder:DIR or kaggle:DIR")
     u.add_argument("--out", required=True, type=Path, metavar="JSON", help="where to write the groups")
 
@@ -287,6 +251,11 @@ def _split_load(args, split_seed) -> dict:
 
 
 def _train(args) -> int:
+    """Train NAME on the 'train' split of SPEC and select the best epoch on its 'valid' split.
+    Writes OUT/best.keras (the best epoch), OUT/history.csv (one row per epoch), OUT/threshold.json
+    (the decision threshold chosen on 'valid' by Youden's J) and OUT/run.json (command, time,
+    versions, machine). Run the same command again after an interruption and it resumes after the
+    last finished epoch; on a finished run it says so and trains nothing."""
     import keras
 
     from histolib import data, frozen, models, split_record, strategy
@@ -344,6 +313,13 @@ def _print_fit(result, out: Path) -> None:
 
 
 def _evaluate(args) -> int:
+    """Score a saved model on one split of SPEC and print accuracy, precision, recall, F1, ROC
+    AUC, balanced accuracy and n (binary: of class 1; more classes: macro averages), the confusion
+    matrix and scikit-learn's per-class report. The decision threshold is read from beside the
+    model (NAME.threshold.json or threshold.json, as train writes it); 0.5 when there is none. It
+    is never tuned on the split being scored. A source without split folders is split as the
+    model's training split it: the split seed, groups and oversampling come from run.json beside
+    the model (options that disagree are an error)."""
     from histolib import data, evaluate, split_record
 
     model = evaluate.load_model(args.model)
@@ -380,6 +356,10 @@ def _evaluate(args) -> int:
 
 
 def _duplicates(args) -> int:
+    """Group each readable image of SPEC with its rotated, mirrored, zoomed, shifted, re-coloured,
+    re-encoded and unevenly rescaled copies (ORB keypoints, RANSAC-verified affine maps) and write
+    {"groups": [[path, ...], ...]}, paths relative to the data root, each file in one group.
+    Cached in $HISTOLIB_CACHE (default ~/.cache/histolib); --groups near-duplicates uses the same."""
     from histolib.data import duplicates
 
     paths, root = duplicates.spec_files(args.data)
@@ -406,6 +386,9 @@ def _print_tables(metrics: dict) -> None:
 
 
 def _heatmap(args) -> int:
+    """Cut the tissue of a slide region (SVS or TIFF) into tiles of the model's input size, skip
+    background (Otsu on saturation), score each tile and draw the probability heatmap over the
+    region as a PNG."""
     from histolib import evaluate, slide
 
     if not 0.0 <= args.min_tissue <= 1.0:
@@ -421,6 +404,8 @@ def _heatmap(args) -> int:
 
 
 def _data(args) -> int:
+    """Download real data, checked (MD5, or SHA-256 per file); files already there and intact
+    are kept. Offline, fails fast with a message saying where to get the files by hand."""
     from histolib import data
 
     for path in data.download(args.dataset, args.out):
@@ -435,8 +420,6 @@ def _one_line(error, limit: int = 600) -> str:
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "duplicates": _duplicates, "heatmap": _heatmap,
             "data": _data}
-
-
 
 def main(argv=None) -> int:
     """Run the ``histolib`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""

@@ -205,33 +205,12 @@ def _finish(model, val_ds, run: RunFolder, *, resumed_from: int) -> FitResult:
     return _result(model, run, resumed_from=resumed_from, already_finished=False)
 
 
-def fit(
-    model,
-    train_ds,
-    val_ds,
-    *,
-    out_dir,
-    epochs: int,
-    learning_rate: float = 1e-3,
-    patience: int = 3,
-    lr_patience: int | None = None,
-    lr_factor: float = 0.3,
-    min_lr: float = 1e-6,
-    monitor: str = "val_loss",
-    mode: str = "auto",
-    class_weight=None,
-    seed: int = 0,
-    deterministic: bool = False,
-    tensorboard: bool = False,
-    strategy=None,
-    steps_per_epoch: int | None = None,
-    validation_steps: int | None = None,
-    steps_per_execution: int = 1,
-    verbose="auto",
-    command: str | None = None,
-    extra_record: dict | None = None,
-    checkpoints: bool = True,
-) -> FitResult:
+def fit(model, train_ds, val_ds, *, out_dir, epochs: int, learning_rate: float = 1e-3, patience: int = 3,
+        lr_patience: int | None = None, lr_factor: float = 0.3, min_lr: float = 1e-6, monitor: str = "val_loss",
+        mode: str = "auto", class_weight=None, seed: int = 0, deterministic: bool = False,
+        tensorboard: bool = False, strategy=None, steps_per_epoch: int | None = None,
+        validation_steps: int | None = None, steps_per_execution: int = 1, verbose="auto",
+        command: str | None = None, extra_record: dict | None = None, checkpoints: bool = True) -> FitResult:
     """Train ``model`` on ``train_ds``, select on ``val_ds``, resumably, into ``out_dir``.
 
     Args:

@@ -337,3 +337,27 @@ def test_screenshots_of_two_pages(served_site, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"no screenshot at {png}"
         assert png.stat().st_size > 20_000, f"{png} looks blank ({png.stat().st_size} bytes)"
         print(f"screenshot: {png}")
+
+
+def _percent2nb():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("percent2nb", BOOK / "_tools" / "percent2nb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("source", sorted((BOOK / "_src").glob("*.py")), ids=lambda p: p.name)
+def test_notebook_holds_the_cells_of_its_source(source):
+    """A chapter is edited in book/_src/NN_name.py; its notebook must be regenerated from it."""
+    notebook = BOOK / f"{source.stem}.ipynb"
+    assert notebook.is_file(), f"{source.name} has no notebook {notebook.name}"
+    expected = _percent2nb().parse(source.read_text())
+    stored = nbformat.read(notebook, as_version=4)
+
+    def cells(nb):
+        return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+
+    assert cells(stored) == cells(expected), (
+        f"{notebook.name} differs from {source.name}: run book/_tools/percent2nb.py {source} --execute")
