@@ -25,7 +25,10 @@ def folder(tmp_path):
 TRAIN = ["--model", "seed_cnn", "--epochs", "1", "--batch-size", "16", "--precision", "float32", "--weights", "none"]
 
 
-def test_unreadable_files_stop_before_any_model_and_leave_no_run_folder(folder, tmp_path, capsys):
+def test_unreadable_files_stop_before_any_model_and_leave_no_run_folder(folder, tmp_path, monkeypatch, capsys):
+    from histolib import models
+
+    monkeypatch.setattr(models, "build_model", lambda *a, **k: pytest.fail("a model was built first"))
     victims = sorted(folder.glob("*/*.jpg"))[:2]
     victims[0].write_bytes(victims[0].read_bytes()[:200])  # truncated JPEG
     (folder / "1" / "notes.png").write_text("a text file named .png")
