@@ -268,6 +268,7 @@ def _train(args) -> int:
                          "model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
                          "train from Python with histolib.strategy.fit_replicated instead")
     precision = strategy.choose_precision(args.precision)
+    data.check(args.data)  # every file decoded once (cached) before any model is built
     args.groups = split_record.group_setting(args.groups)
     load = _split_load(args, args.seed if args.split_seed is None else args.split_seed)
     info = {split: data.info(args.data, split, **load) for split in ("train", "valid")}

@@ -212,7 +212,8 @@ def fit_spec(build, spec: str, *, batch_size: int, image_size=None, augment=None
     """Train ``build`` on ``spec`` as ``histolib train`` does: on cached features
     (`fit_on_features`) when ``features="auto"``, one device trains (``strategy_kind``
     ``"default"``) and the model has a frozen backbone; else the whole model on images with
-    `histolib.train.fit`. Why features were not used goes into ``run.json`` (``"features"``).
+    `histolib.train.fit`. Every file of a folder source is decoded once first
+    (`histolib.data.check`). Why features were not used goes into ``run.json`` (``"features"``).
 
     Args:
         build: a zero-argument callable returning the model.
@@ -225,6 +226,7 @@ def fit_spec(build, spec: str, *, batch_size: int, image_size=None, augment=None
 
     load = dict(seed=split_seed, group_by=group_by, oversample=oversample)
     record = fit_kwargs.setdefault("extra_record", {})
+    data.check(spec)  # unreadable files end the run before any model is built
     if features == "auto" and strategy_kind == "default":
         build = build()  # once: to see whether its backbone is frozen
         try:

@@ -127,7 +127,8 @@ def test_train_evaluate_and_heatmap(tmp_path, capsys):
     assert "4 of 8 tiles scored" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("dataset, host", [("cmu-region", "openslide.cs.cmu.edu"), ("pcam", "zenodo.org")])
+@pytest.mark.parametrize("dataset, host", [("cmu-region", "openslide.cs.cmu.edu"), ("pcam", "zenodo.org"),
+                                           ("ovarian", "data.mendeley.com")])
 def test_offline_download_fails_in_one_line(dataset, host, monkeypatch, tmp_path, capsys):
     # The real download code, on a machine whose network is down: it must fail within its
     # reachability check, say so in one line, and leave nothing behind.

@@ -39,7 +39,7 @@ from histolib.data._pipeline import AUTOTUNE, Selection, image_size_arg
 from histolib.data.splits import SPLITS
 from histolib.names import closest, unknown_name
 
-__all__ = ["load", "info", "rows", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
+__all__ = ["load", "info", "rows", "check", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
            "DOWNLOADS"]
 
 
@@ -55,12 +55,15 @@ class Source:
         summary: one line on what it reads.
         folder: whether ``arg`` is a folder (then required, and fingerprinted by
             `folder_digest` in run records).
+        checker: ``"module:function"`` of a ``function(arg)`` that decodes every file once and
+            raises on unreadable ones (`check`), or ``None``.
     """
 
     reader: str
     form: str
     summary: str
     folder: bool = False
+    checker: str | None = None
 
     def selection(self):
         module, _, function = self.reader.partition(":")
@@ -79,7 +82,8 @@ SOURCES: dict[str, Source] = {
     "tfds": Source("histolib.data.tfds:selection", "tfds:patch_camelyon",
                    "PCam through TensorFlow Datasets (downloads from Zenodo when there is a network)"),
     "folder": Source("histolib.data.folders:selection", "folder:DIR",
-                     "an image folder DIR/[split/]class/*.png|jpg|tif", folder=True),
+                     "an image folder DIR/[split/]class/<images> (PNG, JPEG, GIF, BMP, TIFF by content)",
+                     folder=True, checker="histolib.data.folders:check_folder"),
     "kaggle": Source("histolib.data.kaggle:selection", "kaggle:DIR",
                      "Kaggle's histopathologic-cancer-detection layout: train/<id>.tif + train_labels.csv",
                      folder=True),
@@ -250,3 +254,17 @@ def rows(spec: str, split: str = "train", *, seed: int = 0, fractions=(0.8, 0.1,
     sel = _selection(spec, split, fractions=fractions, seed=seed, group_by=group_by, oversample=oversample)
     labels = sel.labels() if callable(sel.labels) else sel.labels
     return sel.items, labels
+
+
+def check(spec: str) -> None:
+    """Decode every file of ``spec`` once, before anything trains, where the source can
+    (``folder:DIR``: :func:`histolib.data.folders.check_folder`, cached per folder); ``load``
+    does the same on first use. Other sources: nothing to do.
+
+    Raises:
+        ValueError: one message naming the first ten unreadable files and counting the rest.
+    """
+    source, arg = _parse(spec)
+    if source.checker is not None:
+        module, _, function = source.checker.partition(":")
+        getattr(importlib.import_module(module), function)(arg)

@@ -47,9 +47,11 @@ def read_tiff(data, path="<bytes>") -> np.ndarray:
     """Decode TIFF bytes with tifffile into uint8 ``(h, w, 3)``; ``ValueError`` names ``path``."""
     import tifffile
 
+    # tf.numpy_function hands over bytes in graph mode and 0-d object arrays when eager.
+    data, path = (x.item() if isinstance(x, np.ndarray) else x for x in (data, path))
     path = path.decode() if isinstance(path, bytes) else str(path)
     try:
-        image = np.asarray(tifffile.imread(io.BytesIO(bytes(data))))
+        image = np.asarray(tifffile.imread(io.BytesIO(data)))
     except Exception as err:  # tifffile raises many types; say which file, keep the cause
         raise ValueError(f"corrupt or unreadable TIFF image: {path} ({type(err).__name__}: {err})") from err
     if image.ndim == 2:
