@@ -147,3 +147,29 @@ def test_real_encoder_on_real_patches(shared_data, monkeypatch):
 
     accuracy = cross_val_score(LogisticRegression(C=0.1, max_iter=5000), vectors, bags.tile_labels, cv=4).mean()
     assert accuracy > 0.7, accuracy
+
+
+def test_the_registry_builds_mil_heads_by_name():
+    from histolib.models import build_model, list_models
+
+    assert {"mil-mean", "mil-max", "mil-attention", "mil-gated"} <= set(list_models())
+    model = build_model("mil-gated", input_shape=(None, 16), num_classes=3, units=8, embedding=None)
+    assert model.name == "mil_gated" and model.output_shape == (None, 3)
+    assert model.get_layer("pool").units == 8 and "embed" not in [layer.name for layer in model.layers]
+    assert build_model("mil-max").input["features"].shape == (None, None, 256)  # MobileNet 0.25's features
+    with pytest.raises(ValueError, match="Received: weights='imagenet'"):
+        build_model("mil-mean", weights="imagenet")
+    with pytest.raises(ValueError, match=r"\(instances, channels\).*Received: input_shape=\(96, 96, 3\)"):
+        build_model("mil-mean", input_shape=(96, 96, 3))
+    with pytest.raises(TypeError, match="heads"):
+        build_model("mil-gated", heads=2)
+
+
+def test_the_command_refuses_mil_heads_in_one_line(tmp_path, capsys):
+    from histolib import cli
+
+    argv = ["train", "--data", "synthetic-pcam:64", "--model", "mil-gated", "--epochs", "1", "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "bags of tile features" in err
+    assert not (tmp_path / "a").exists()
