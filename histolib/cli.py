@@ -79,6 +79,10 @@ def _model_name(text):
     if text not in models.MODELS:
         raise argparse.ArgumentTypeError(
             str(unknown_name("model name", text, models.list_models(), argument="--model", plural="model names")))
+    if text.startswith("mil-"):
+        raise argparse.ArgumentTypeError(
+            f"{text} trains on bags of tile features (histolib.data.bags), which the command does not make; "
+            "build and train it from Python (histolib.models.build_model, chapter 10)")
     return text
 
 

@@ -259,7 +259,7 @@ def test_registered_models_are_built_listed_and_accepted_by_the_command(monkeypa
 
 def test_build_model_names():
     names = list_models()
-    assert len(names) == 2 + 4 + 5 * 4
+    assert len(names) == 2 + 4 + 5 * 4 + 4  # ... and mil-{mean,max,attention,gated}
     centred = build_model("seed-pcam-centred")  # the seed's model with a parameter-free Rescaling first
     assert centred.get_layer("centre").get_config()["scale"] == 2.0
     assert centred.count_params() == build_model("seed-pcam").count_params() == SEED_PCAM_PARAMS

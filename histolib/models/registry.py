@@ -6,7 +6,7 @@ weights=..., **options)`` and a one-line summary. The table is filled from the b
 its names here (``<backbone>``, ``<backbone>+<attention>`` and, with ImageNet weights,
 ``seed-subtype-<backbone>``). Other models join with `register_model`::
 
-    register_model("mil-abmil", build_abmil, summary="attention-MIL over tile bags")
+    register_model("my-model", build_my_model, summary="what it is, in one line")
 
 `list_models` and the command's ``--model`` help read the same table, so they cannot disagree.
 """
@@ -22,6 +22,7 @@ import keras
 
 from histolib.models.backbones import BACKBONES, get_backbone
 from histolib.models.classifier import ATTENTIONS, build_classifier
+from histolib.models.mil import POOLINGS, build_mil_classifier
 from histolib.models.seed import build_seed_pcam_model, build_seed_subtype_model
 from histolib.names import unknown_name
 
@@ -78,6 +79,18 @@ def _classifier(backbone, attention, *, num_classes, input_shape, weights):
                             input_shape=input_shape or (96, 96, 3), weights=weights)
 
 
+def _mil(pooling, *, num_classes, input_shape, weights, units=128, embedding=64, dropout=0.25):
+    if weights not in ("auto", None):
+        raise ValueError(f"MIL heads over tile features train from scratch; pass weights='auto' or None. "
+                         f"Received: weights={weights!r}")
+    shape = tuple(input_shape or (None, 256))
+    if len(shape) != 2 or not isinstance(shape[1], int):
+        raise ValueError("A MIL head takes bags of features: input_shape=(instances, channels), e.g. (None, 256). "
+                         f"Received: input_shape={input_shape!r}")
+    return build_mil_classifier(shape[1], pooling=pooling, num_classes=num_classes, units=units,
+                                embedding=embedding, dropout=dropout)
+
+
 def _fill_table() -> None:
     register_model("seed-pcam", _seed_pcam, summary="the PCam seed's CNN + self-attention (binary, sigmoid)")
     register_model("seed-pcam-centred", functools.partial(_seed_pcam, centre_inputs=True),
@@ -90,6 +103,9 @@ def _fill_table() -> None:
             name = backbone if attention is None else f"{backbone}+{attention}"
             register_model(name, functools.partial(_classifier, backbone, attention),
                            summary=f"{backbone}, {attention or 'no'} attention, softmax head")
+    for pooling in POOLINGS:
+        register_model(f"mil-{pooling}", functools.partial(_mil, pooling),
+                       summary=f"multiple-instance head over bags of tile features, {pooling} pooling")
 
 
 _fill_table()
@@ -124,7 +140,12 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
     - ``"seed-subtype-<backbone>"``: `build_seed_subtype_model` on ``inception_v3``,
       ``xception`` or ``mobilenet`` (input 224 x 224 unless ``input_shape`` says otherwise);
     - ``"<backbone>"`` and ``"<backbone>+<attention>"``: `build_classifier`, e.g.
-      ``"mobilenet+differential"``, ``"seed_cnn+self"`` (input 96 x 96 unless told).
+      ``"mobilenet+differential"``, ``"seed_cnn+self"`` (input 96 x 96 unless told);
+    - ``"mil-mean"``, ``"mil-max"``, ``"mil-attention"``, ``"mil-gated"``:
+      `build_mil_classifier` over bags of precomputed tile features, input
+      ``{"features": (batch, n, c), "mask": (batch, n)}`` with ``input_shape=(None, c)``
+      (default ``(None, 256)``, MobileNet 0.25's features); options ``units``, ``embedding``,
+      ``dropout`` (chapter 10).
 
     Args:
         name: a model name.
