@@ -62,7 +62,7 @@ from histolib import evaluate
 from histolib.provenance import describe_environment
 from histolib.runs import BEST_TEMPLATE, EpochCommit, RunFolder, read_history
 
-__all__ = ["FitResult", "balanced_class_weight", "describe_environment", "fit", "read_history"]
+__all__ = ["FitResult", "balanced_class_weight", "describe_environment", "fit", "read_history", "train_from_spec"]
 
 
 @dataclasses.dataclass
@@ -314,3 +314,82 @@ def fit(
                       shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
                       verbose=verbose)
         return _finish(model, val_ds, run, resumed_from=resumed_from)
+
+
+def train_from_spec(spec: str, model_name: str, *, out_dir, epochs: int, batch_size: int = 64,
+                    image_size: int | None = None, augment: str | None = None, augment_in: str = "data",
+                    seed: int = 0, weights="auto", precision: str = "auto", strategy: str | None = None,
+                    class_weight: str | None = None, command: str | None = None, **fit_options) -> FitResult:
+    """What ``histolib train`` does: choose the strategy and precision, load the splits, build a
+    named model and `fit` it, recording it all in ``run.json``.
+
+    Chapter 5's Colab TPU cell calls this, and the command line calls it, so both take the same
+    path (the JAX route included: ``KERAS_BACKEND=jax`` with ``strategy="data-parallel"``). It
+    seeds nothing: call ``keras.utils.set_random_seed(seed)`` first, as the command does.
+
+    Args:
+        spec: a data spec of `histolib.data.load` (its ``train`` and ``valid`` splits are used).
+        model_name: a name of `histolib.models.list_models`.
+        out_dir, epochs: as in `fit`.
+        batch_size: the global batch; under a strategy it is split over the replicas (under
+            ``"data-parallel"`` it must be a multiple of the devices).
+        image_size: resize images to ``image_size`` square; ``None`` keeps the data's size.
+        augment: an augmentation set of `histolib.data.augment`, or ``None``.
+        augment_in: ``"data"`` (the ``tf.data`` pipeline on the host) or ``"model"`` (a
+            `histolib.data.augment.TrainingAugmentation` layer after the model's input, run in
+            the training step on the accelerator; the host only decodes).
+        seed: the data's split, shuffle and augmentation seed, recorded by `fit`.
+        weights: ``"auto"``, ``"imagenet"``, ``None`` / ``"none"`` or a file (`histolib.models.build_model`).
+        precision: a name of `histolib.strategy.PRECISIONS`.
+        strategy: a name of `histolib.strategy.CHOICES`; ``None`` reads ``$HISTOLIB_STRATEGY``.
+        class_weight: ``None`` or ``"balanced"`` (inverse class frequency of the train split).
+        command: the command line for ``run.json``.
+        **fit_options: more keywords of `fit` (``learning_rate``, ``patience``, ``monitor``,
+            ``steps_per_epoch``, ``steps_per_execution``, ``verbose``, ...).
+
+    Raises:
+        ValueError: a bad argument (named), or a strategy the command cannot train with.
+    """
+    from histolib import data, models
+    from histolib import strategy as strategies
+
+    if augment_in not in ("data", "model"):
+        raise ValueError(f"augment_in must be 'data' or 'model'. Received: augment_in={augment_in!r}")
+    choice = strategies.choose_strategy(strategy)  # first: it brings up a TPU, if any
+    if choice.kind == "multiworker":
+        raise ValueError("strategy multiworker is not supported here: Keras 3's model.fit fails under "
+                         "MultiWorkerMirroredStrategy (keras-team/keras#20585); train from Python with "
+                         "histolib.strategy.fit_replicated instead")
+    if choice.kind == "data-parallel" and batch_size % choice.replicas:
+        raise ValueError(f"the batch is split evenly over {choice.replicas} devices, so it must be a multiple "
+                         f"of {choice.replicas}. Received: batch_size={batch_size}")
+    precision = strategies.choose_precision(precision)
+    info = {split: data.info(spec, split, seed=seed) for split in ("train", "valid")}
+    train_ds = data.load(spec, "train", batch_size=batch_size, image_size=image_size, shuffle=True,
+                         augment=augment if augment_in == "data" else None, seed=seed)
+    val_ds = data.load(spec, "valid", batch_size=batch_size, image_size=image_size, seed=seed)
+    train_ds, val_ds = strategies.datasets_for_strategy(
+        choice.kind, train_ds, val_ds, batch_size=batch_size,
+        train_examples=sum(info["train"]["counts"]), valid_examples=sum(info["valid"]["counts"]))
+    record = {
+        "data": {"spec": spec, "class_names": info["train"]["class_names"],
+                 "train_counts": info["train"]["counts"], "valid_counts": info["valid"]["counts"]},
+        "model": model_name, "batch_size": batch_size, "augment": augment,
+        "augment_in": augment_in if augment else None, "image_size": image_size, "precision": precision,
+        "weights": weights, "strategy": {"kind": choice.kind, "replicas": choice.replicas,
+                                         "devices": choice.devices, "reason": choice.reason},
+    }
+    digest = data.folder_digest(spec)
+    if digest is not None:
+        record["data"]["file_list"] = digest
+
+    def build():
+        model = models.build_model(
+            model_name, num_classes=len(info["train"]["class_names"]),
+            input_shape=None if image_size is None else (image_size, image_size, 3),
+            weights=None if weights in (None, "none") else weights, dtype_policy=precision)
+        return models.with_augmentation(model, augment, seed=seed) if augment and augment_in == "model" else model
+
+    return fit(build, train_ds, val_ds, out_dir=out_dir, epochs=epochs, seed=seed, strategy=choice.strategy,
+               class_weight=("balanced", info["train"]["counts"]) if class_weight == "balanced" else None,
+               command=command, extra_record=record, **fit_options)
