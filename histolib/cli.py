@@ -10,7 +10,6 @@ Bad arguments and bad inputs end with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shlex
@@ -122,6 +121,10 @@ def _add_train(commands) -> None:
     t.add_argument("--augment", metavar="SET", default=None, choices=AUGMENTATIONS,
                    help="augmentation of the training images: pcam-seed (the seed's flips, "
                    "brightness, contrast), pcam (adds 90-degree rotations and HED stain jitter) or subtype")
+    t.add_argument("--augment-in", choices=["data", "model"], default="data",
+                   help="where --augment runs: data (the tf.data pipeline, on the host; default) or model "
+                   "(a layer inside the model's training step, on the accelerator, so the host only decodes; "
+                   "the identity at inference and saved with the model)")
     t.add_argument("--image-size", type=_positive_int, metavar="PX", default=None,
                    help="resize images to PX x PX (default: the data's own size)")
     t.add_argument("--seed", type=int, default=0, help="seed for shuffling, augmentation and weights (default 0)")
@@ -137,17 +140,21 @@ def _add_train(commands) -> None:
                    "frozen; nothing for seed-pcam and seed_cnn), imagenet, none (random, nothing "
                    "frozen) or a weights file (default auto)")
     t.add_argument("--precision", default="auto", choices=strategy.PRECISIONS,
-                   help="Keras dtype policy; auto: mixed_bfloat16 on CPUs with bfloat16 instructions "
-                   "and on TPUs, mixed_float16 on GPUs, float32 otherwise")
+                   help="Keras dtype policy; auto: mixed_bfloat16 on TPUs and, under TensorFlow, on CPUs "
+                   "with bfloat16 instructions, mixed_float16 on GPUs, float32 otherwise")
     t.add_argument("--strategy", default=None, choices=strategy.CHOICES,
                    help="distribution strategy (default: $HISTOLIB_STRATEGY, else auto: a TPU, else "
-                   "mirrored GPUs, else one device); --batch-size is then the global batch")
+                   "mirrored GPUs, else one device; under KERAS_BACKEND=jax: data-parallel over all JAX "
+                   "devices where there are several); --batch-size is then the global batch")
     t.add_argument("--deterministic", action="store_true", help="enable TensorFlow op determinism (slower)")
     t.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
     t.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",
                    help="train on N batches per epoch (default: the whole split)")
     t.add_argument("--validation-steps", type=_positive_int, default=None, metavar="N",
                    help="validate on N batches (default: the whole split)")
+    t.add_argument("--steps-per-execution", type=_positive_int, default=1, metavar="N",
+                   help="batches per compiled call (default 1; 32 or more on a TPU, where each call has "
+                   "a fixed host cost)")
     _add_split_options(t, training=True)
     t.add_argument("--features", choices=["auto", "off"], default="auto",
                    help="auto: a frozen pretrained backbone runs once per image and view (cached; the run "
@@ -262,47 +269,24 @@ def _train(args) -> int:
     last finished epoch; on a finished run it says so and trains nothing."""
     import keras
 
-    from histolib import data, frozen, models, split_record, strategy
+    from histolib import experiment
 
     if args.patience < 0:
         raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
-    choice = strategy.choose_strategy(args.strategy)  # first: it brings up a TPU, if any
-    if choice.kind == "multiworker":
-        raise UsageError(f"{PROG} train: error: --strategy multiworker is not supported here: Keras 3's "
-                         "model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
-                         "train from Python with histolib.strategy.fit_replicated instead")
-    precision = strategy.choose_precision(args.precision)
-    data.check(args.data)  # every file decoded once (cached) before any model is built
-    args.groups = split_record.group_setting(args.groups)
-    load = _split_load(args, args.seed if args.split_seed is None else args.split_seed)
-    info = {split: data.info(args.data, split, **load) for split in ("train", "valid")}
-    record = {
-        "data": {"spec": args.data, "class_names": info["train"]["class_names"],
-                 "train_counts": info["train"]["counts"], "valid_counts": info["valid"]["counts"],
-                 **split_record.describe(split_seed=load["seed"], groups=args.groups, oversample=load["oversample"])},
-        "model": args.model, "batch_size": args.batch_size, "augment": args.augment,
-        "image_size": args.image_size, "precision": precision, "weights": args.weights,
-        "strategy": {"kind": choice.kind, "replicas": choice.strategy.num_replicas_in_sync,
-                     "reason": choice.reason},
-    }
-    digest = data.folder_digest(args.data)
-    if digest is not None:
-        record["data"]["file_list"] = digest
-    build = functools.partial(
-        models.build_model, args.model, num_classes=len(info["train"]["class_names"]),
-        input_shape=None if args.image_size is None else (args.image_size, args.image_size, 3),
-        weights=None if args.weights == "none" else args.weights, dtype_policy=precision)
     keras.utils.set_random_seed(args.seed)  # once, for the initial weights and dropout
-    fit_kwargs = dict(
-        out_dir=args.out, epochs=args.epochs, learning_rate=args.lr, patience=args.patience, monitor=args.monitor,
-        seed=args.seed, deterministic=args.deterministic, tensorboard=args.tensorboard, strategy=choice.strategy,
-        class_weight=("balanced", info["train"]["counts"]) if args.class_weight == "balanced" else None,
+    result = experiment.train_from_spec(
+        args.data, args.model, out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size,
+        image_size=args.image_size, augment=args.augment, augment_in=args.augment_in, seed=args.seed,
+        split_seed=args.seed if args.split_seed is None else args.split_seed, groups=args.groups,
+        oversample=None if args.oversample == "none" else args.oversample,
+        features=args.features, views=args.views,
+        weights=args.weights, precision=args.precision, strategy=args.strategy,
+        class_weight=None if args.class_weight == "none" else args.class_weight,
+        command=shlex.join([PROG, *args.argv]), learning_rate=args.lr, patience=args.patience,
+        monitor=args.monitor, deterministic=args.deterministic, tensorboard=args.tensorboard,
         steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps,
-        verbose=1 if _interactive() else 2, command=shlex.join([PROG, *args.argv]), extra_record=record)
-    result = frozen.fit_spec(build, args.data, batch_size=args.batch_size, image_size=args.image_size,
-                             augment=args.augment, features=args.features, views=args.views, split_seed=load["seed"],
-                             group_by=load["group_by"], oversample=load["oversample"], strategy_kind=choice.kind,
-                             **fit_kwargs)
+        steps_per_execution=args.steps_per_execution, verbose=1 if _interactive() else 2,
+    )
     _print_fit(result, args.out)
     return 0
 
