@@ -82,3 +82,22 @@ def test_readme_code_blocks_fit_without_scrolling():
         elif inside and len(line) > 80:
             long_lines.append(f"line {number}: {len(line)} characters")
     assert not long_lines, long_lines
+
+
+def test_readme_first_example_is_a_valid_command_on_built_in_data():
+    """The first block under 'The command' parses with the real parser (model names come from the
+    registry) and reads built-in data only; the model learning is tested in test_models.py."""
+    import shlex
+
+    from histolib import cli, data
+
+    section = (ROOT / "README.md").read_text().split("## The command", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.startswith("histolib ")]
+    assert [c[1] for c in commands] == ["train", "evaluate"], commands
+    train = cli.build_parser().parse_args(commands[0][1:])
+    assert train.model == "seed-pcam-centred" and train.data in data.SPECS
+    assert not data.SOURCES[train.data].folder, train.data
+    evaluate = commands[1]
+    assert evaluate[evaluate.index("--model") + 1] == str(train.out / "best.keras")
+    assert evaluate[evaluate.index("--data") + 1] == train.data
