@@ -27,9 +27,11 @@ def _printed_hint(cwd: Path) -> str:
     return lines[0].removeprefix("next: ")
 
 
-def _bash(command: str, cwd: Path) -> subprocess.CompletedProcess:
+def _bash(command: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
+    """``command`` in a fresh bash with a bare PATH; ``home`` keeps Keras's and the cache's
+    folders out of the checkout."""
     return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={"PATH": BARE_PATH, "HOME": str(cwd)})
+                          timeout=120, env={"PATH": BARE_PATH, "HOME": str(home)})
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +51,11 @@ def test_both_quick_start_scripts_end_with_the_hint(script):
     assert all(re.fullmatch(r'exit "\$status"', ln) for ln in lines[hint + 1:]), lines[hint:]
 
 
-def test_the_printed_line_from_the_repository_root_runs_histolib(venv):
-    assert _bash("command -v histolib", ROOT).returncode != 0, "histolib already on the bare PATH"
+def test_the_printed_line_from_the_repository_root_runs_histolib(venv, tmp_path):
+    assert _bash("command -v histolib", ROOT, tmp_path).returncode != 0, "histolib already on the PATH"
     command = _printed_hint(ROOT)
     assert command.startswith("source .venv/bin/activate"), command  # what the README says
-    result = _bash(command, ROOT)
+    result = _bash(command, ROOT, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage: histolib"), result.stdout[:500]
     assert "train" in result.stdout and "evaluate" in result.stdout
@@ -62,7 +64,7 @@ def test_the_printed_line_from_the_repository_root_runs_histolib(venv):
 def test_the_printed_line_from_another_folder_uses_an_absolute_path(venv, tmp_path):
     command = _printed_hint(tmp_path)
     assert str(ROOT) in command, command
-    result = _bash(command, tmp_path)
+    result = _bash(command, tmp_path, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage: histolib"), result.stdout[:500]
 
