@@ -23,6 +23,9 @@ PROG = "histolib"
 
 EPILOG_TOP = """\
 examples:
+  histolib train --data synthetic-pcam --model seed-pcam-centred --epochs 1 \\
+      --out runs/first      # built-in data: learns in one epoch
+  histolib evaluate --model runs/first/best.keras --data synthetic-pcam
   histolib train --data folder:../shared/data/pcam-jpeg --model seed-pcam \\
       --epochs 8 --augment pcam-seed --out runs/pcam-seed
   histolib evaluate --model runs/pcam-seed/best.keras \\
