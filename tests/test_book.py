@@ -26,7 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-CHAPTER_NUMBERS = [f"{i:02d}" for i in range(10)]
+CHAPTER_NUMBERS = [f"{i:02d}" for i in range(11)]
 SECTIONS = ["Overview", "Prerequisites", "Imports", "Summary", "Exercises", "Resources",
             "What's next"]
 # (page, section anchor): the gallery of chapter 1 and the equations and maps of chapter 4.
@@ -86,7 +86,7 @@ def test_config_never_executes_or_hides_errors_and_serves_mathjax_locally():
     assert {"sphinx.ext.autodoc", "sphinx.ext.napoleon"} <= set(config["sphinx"]["extra_extensions"])
 
 
-def test_toc_lists_chapters_00_to_09_in_order_then_appendices():
+def test_toc_lists_chapters_00_to_10_in_order_then_appendices():
     entries = _toc_files()
     chapters = _chapters()
     assert [c[:2] for c in chapters] == CHAPTER_NUMBERS
