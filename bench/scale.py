@@ -77,7 +77,7 @@ def pipeline_rates(results: Path = common.RESULTS) -> list[dict]:
     path = results / "bench_train_step.json"
     if path.is_file():
         for p in json.loads(path.read_text()).get("pipeline_alone", []):
-            if p.get("threads") == "all" and "images_per_cpu_second" in p:
+            if p.get("threads") == "all" and p.get("source", "real") == "real" and "images_per_cpu_second" in p:
                 return [{"case": "jpeg-folder-aug", "source": f"{path.name}: pipeline_alone",
                          "images_per_second_per_core": p["images_per_cpu_second"]["median"]}]
     return []

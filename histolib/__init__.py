@@ -6,7 +6,9 @@ attention layers of the two reproduced projects, model builders, distribution-st
 helpers, training, evaluation, saliency and slide heatmaps.
 
 TensorFlow is not a hard dependency of the wheel (it comes through the ``cpu`` or ``gpu``
-extra), so importing histolib checks for it first and says how to install it.
+extra), so importing histolib checks for it first and says how to install it. Importing histolib
+imports `histolib.layers` (and with it Keras), which registers every histolib layer: after
+``import histolib``, ``keras.saving.load_model`` loads a saved histolib model.
 """
 
 from importlib import util as _util
@@ -20,4 +22,6 @@ if _util.find_spec("tensorflow") is None:  # pragma: no cover - exercised in a b
         "`pip install 'histolib[gpu]'` (tensorflow[and-cuda]); on Colab TensorFlow is already there."
     )
 
-__all__ = ["__version__"]
+from histolib import layers  # noqa: E402  registers histolib's Keras layers, so load_model finds them
+
+__all__ = ["__version__", "layers"]

@@ -39,16 +39,13 @@ def as_class_probs(outputs) -> np.ndarray:
 def load_model(path):
     """Load a ``.keras`` model saved by histolib, for inference (``compile=False``).
 
-    Imports `histolib.layers` and `histolib.data.augment` first, so the custom attention and
-    augmentation layers are registered.
+    (``import histolib`` has registered its layers, so this is ``keras.saving.load_model`` with
+    an error that names the file.)
 
     Raises:
         ValueError: ``path`` is not a readable ``.keras`` model (the message names it).
     """
     import keras
-
-    import histolib.data.augment  # noqa: F401  (registers TrainingAugmentation & co.)
-    import histolib.layers  # noqa: F401  (registers SelfAttention & co. with Keras)
 
     try:
         return keras.models.load_model(path, compile=False)
@@ -397,42 +394,3 @@ def paired_comparison(baseline, variant) -> dict:
         "ttest_rel": t,
         "wilcoxon": w,
     }
-
-
-def instance_auc(scores, mask, instance_labels, bag_labels) -> dict:
-    """How well per-instance scores (attention weights) find the positive instances of positive bags.
-
-    Multiple-instance learning trains on bag labels only; where the instance labels are known
-    (PCam bags: which patches hold tumour), this measures what the instance scores learned.
-    Only positive bags count (a negative bag has no positive instance to find).
-
-    Args:
-        scores: ``(b, n)`` a score per instance, higher meaning "more likely positive".
-        mask: ``(b, n)`` bool, True on real instances.
-        instance_labels: ``(b, n)`` int, 1 on positive instances (anything on padding).
-        bag_labels: ``(b,)`` int.
-
-    Returns:
-        ``auc``: the mean over positive bags holding both kinds of instance of the ROC AUC of
-        the scores within the bag (0.5: no better than chance; scale-free, so bags of any size
-        count alike); ``n_bags``: how many bags that mean is over; ``top1``: the share of
-        positive bags whose highest-scoring instance is positive (chance: the share of
-        positive instances, ``chance_top1``).
-    """
-    from sklearn.metrics import roc_auc_score
-
-    scores, mask = np.asarray(scores, np.float64), np.asarray(mask, bool)
-    labels, bag_labels = np.asarray(instance_labels), np.asarray(bag_labels).reshape(-1)
-    if not scores.shape == mask.shape == labels.shape or scores.ndim != 2 or len(bag_labels) != len(scores):
-        raise ValueError("scores, mask and instance_labels must be (bags, instances) and bag_labels (bags,). "
-                         f"Received: shapes {scores.shape}, {mask.shape}, {labels.shape}, {bag_labels.shape}")
-    aucs, top, chance = [], [], []
-    for i in np.flatnonzero(bag_labels == 1):
-        y, s = labels[i][mask[i]], scores[i][mask[i]]
-        if 0 < y.sum() < len(y):
-            aucs.append(roc_auc_score(y, s))
-        top.append(float(y[np.argmax(s)] == 1))
-        chance.append(float(y.mean()))
-    return {"auc": float(np.mean(aucs)) if aucs else float("nan"), "n_bags": len(aucs),
-            "top1": float(np.mean(top)) if top else float("nan"),
-            "chance_top1": float(np.mean(chance)) if chance else float("nan")}

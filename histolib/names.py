@@ -22,17 +22,19 @@ def closest(name: str, valid: Iterable[str], *, cutoff: float = 0.6) -> str | No
 
 
 def unknown_name(kind: str, name, valid: Iterable[str], *, argument: str = "name",
-                 plural: str | None = None) -> ValueError:
+                 plural: str | None = None, suggestion: str | None = None) -> ValueError:
     """A ``ValueError`` for an unknown ``name`` of ``kind`` (e.g. ``"backbone"``).
 
-    The message suggests the closest valid name when there is one, lists all of them (as
-    ``plural``, default ``kind + "s"``) and ends with ``Received: argument=name``, e.g.::
+    The message suggests ``suggestion``, or else the closest valid name (`closest`) when there
+    is one, lists all of them (as ``plural``, default ``kind + "s"``) and ends with
+    ``Received: argument=name``, e.g.::
 
         Unknown backbone; did you mean 'xception'? Valid backbones: inception_v3, xception, ...
         Received: backbone='xceptoin'
     """
     valid = [str(v) for v in valid]
-    suggestion = closest(name, valid) if isinstance(name, str) else None
+    if suggestion is None and isinstance(name, str):
+        suggestion = closest(name, valid)
     hint = f"; did you mean {suggestion!r}?" if suggestion else "."
     return ValueError(f"Unknown {kind}{hint} Valid {plural or kind + 's'}: {', '.join(valid)}. "
                       f"Received: {argument}={name!r}")

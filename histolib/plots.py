@@ -306,3 +306,33 @@ def bag_tiles(tiles, scores, *, labels=None, columns: int = 8) -> Figure:
             spine.set_color("red")
             spine.set_linewidth(3)
     return figure
+
+
+def image_groups(groups, *, root=None, max_groups: int = 6, max_per_group: int = 6, thumb: float = 1.5) -> Figure:
+    """Groups of image files side by side: one row per group, its members left to right.
+
+    Args:
+        groups: lists of paths (e.g. ``NearDuplicates.group_paths(root)`` from
+            `histolib.data.duplicates`, or the ``"groups"`` of ``histolib duplicates``' JSON).
+        root: folder the paths are relative to (``None``: they are usable as given).
+        max_groups, max_per_group: rows and columns shown (the row title counts the rest).
+        thumb: inches per thumbnail.
+    """
+    from histolib.data.images import read_image
+
+    groups = [list(g) for g in groups][:max_groups]
+    if not groups:
+        raise ValueError("image_groups needs at least one group. Received: groups=[]")
+    columns = min(max_per_group, max(map(len, groups)))
+    figure = Figure(figsize=(thumb * columns, (thumb * 0.8 + 0.3) * len(groups)), layout="constrained")
+    axes = figure.subplots(len(groups), columns, squeeze=False)
+    for row, group in zip(axes, groups):
+        for ax in row:
+            ax.axis("off")
+        for ax, name in zip(row, group):
+            ax.imshow(read_image(Path(root) / name if root is not None else name))
+            ax.set_title(Path(name).name[-22:], fontsize=7)
+        more = len(group) - columns
+        if more > 0:
+            row[-1].set_title(f"{row[-1].get_title()} (+{more} more)", fontsize=7)
+    return figure

@@ -217,6 +217,17 @@ class RunFolder:
         self.record.update(status="finished", threshold=threshold)
         write_json(self.record_path, self.record)
 
+    def fail(self, error: BaseException) -> None:
+        """Mark an opened run ``failed`` (``interrupted`` for Ctrl-C) in ``run.json``, with the
+        error in one line, so a record never says ``running`` for a run that is not."""
+        if not self.record:
+            return
+        interrupted = isinstance(error, KeyboardInterrupt)
+        self.session["wall_s"] = round(time.time() - self.started, 1)
+        self.record.update(status="interrupted" if interrupted else "failed",
+                           error=" ".join(f"{type(error).__name__}: {error}".split())[:1000])
+        write_json(self.record_path, self.record)
+
     def history(self) -> list:
         return read_history(self.history_path)
 

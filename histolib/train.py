@@ -10,7 +10,8 @@ instead of ReduceLROnPlateau (see `learning_rate_schedule`). Everything lands in
       best.keras        the best epoch's model (with optimizer state), by ``monitor``
       history.csv       one row per finished epoch (CSVLogger; a resumed run appends)
       threshold.json    the decision threshold chosen on validation data (see below)
-      run.json          the run record: command, wall time, epochs, seed, versions, commit, machine
+      run.json          the run record: command, wall time, epochs, seed, versions, commit, machine;
+                        its status is running, finished, or failed (with the error) / interrupted
       backup/           resume state: the last finished epoch's model and ``state.json``
                         (with ``checkpoints=False``: no ``best.keras``, no ``backup/``)
       tensorboard/      only with ``tensorboard=True``
@@ -147,15 +148,17 @@ def learning_rate_schedule(schedule: str, learning_rate: float, *, total_steps: 
                                                   warmup_steps=int(warmup_steps))
 
 
-def _steps_per_epoch(train_ds, steps_per_epoch) -> int:
-    if steps_per_epoch is not None:
-        return int(steps_per_epoch)
-    steps = int(train_ds.cardinality()) if hasattr(train_ds, "cardinality") else -1
+def _learning_rate(schedule, learning_rate, train_ds, steps_per_epoch, epochs, warmup_epochs):
+    """`fit`'s learning rate: a float, or the cosine schedule over the whole run's steps."""
+    if schedule != "cosine":
+        return learning_rate_schedule(schedule, learning_rate, total_steps=1)
+    steps = steps_per_epoch or (int(train_ds.cardinality()) if hasattr(train_ds, "cardinality") else -1)
     if steps < 1:
         raise ValueError("schedule='cosine' needs the number of batches per epoch, and the training dataset "
                          f"does not know it (cardinality {steps}): pass steps_per_epoch. "
                          "Received: steps_per_epoch=None")
-    return steps
+    return learning_rate_schedule(schedule, learning_rate, total_steps=int(steps) * int(epochs),
+                                  warmup_steps=round(warmup_epochs * steps))
 
 
 def _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard):
@@ -200,19 +203,19 @@ def _build_and_compile(model, strategy, *, learning_rate, steps_per_execution):
     return model, loss
 
 
-def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool) -> list:
+def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) -> list:
     """The seeds' callbacks (ReduceLROnPlateau, or under a schedule `LogLearningRate`;
     EarlyStopping restoring the best weights, ModelCheckpoint of the best epoch where the run is
-    resumable, CSVLogger), TensorBoard when asked, and last the run's `EpochCommit`."""
-    monitor, mode = settings["monitor"], settings["mode"]
+    resumable, CSVLogger), TensorBoard when asked, and last the run's `EpochCommit`. With
+    ``verbose=0`` the callbacks say nothing either."""
+    monitor, mode, say = settings["monitor"], settings["mode"], int(verbose != 0)
+    reduce_lr = None  # under a schedule, which sets the rate; LogLearningRate logs it instead
     if settings["schedule"] == "plateau":
         reduce_lr = keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
-            min_lr=settings["min_lr"], verbose=1)
-    else:  # the schedule sets the learning rate; log it as ReduceLROnPlateau would
-        reduce_lr = None
+            min_lr=settings["min_lr"], verbose=say)
     early = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=1)
+        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=say)
     callbacks, checkpoint = [LogLearningRate() if reduce_lr is None else reduce_lr, early], None
     if run.resumable:
         checkpoint = keras.callbacks.ModelCheckpoint(
@@ -265,35 +268,13 @@ def _finish(model, val_ds, run: RunFolder, *, resumed_from: int) -> FitResult:
     return _result(model, run, resumed_from=resumed_from, already_finished=False)
 
 
-def fit(
-    model,
-    train_ds,
-    val_ds,
-    *,
-    out_dir,
-    epochs: int,
-    learning_rate: float = 1e-3,
-    patience: int = 3,
-    lr_patience: int | None = None,
-    lr_factor: float = 0.3,
-    min_lr: float = 1e-6,
-    monitor: str = "val_loss",
-    mode: str = "auto",
-    class_weight=None,
-    seed: int = 0,
-    deterministic: bool = False,
-    tensorboard: bool = False,
-    strategy=None,
-    steps_per_epoch: int | None = None,
-    validation_steps: int | None = None,
-    steps_per_execution: int = 1,
-    verbose="auto",
-    command: str | None = None,
-    extra_record: dict | None = None,
-    checkpoints: bool = True,
-    schedule: str = "plateau",
-    warmup_epochs: float = 0.0,
-) -> FitResult:
+def fit(model, train_ds, val_ds, *, out_dir, epochs: int, learning_rate: float = 1e-3, patience: int = 3,
+        lr_patience: int | None = None, lr_factor: float = 0.3, min_lr: float = 1e-6, monitor: str = "val_loss",
+        mode: str = "auto", class_weight=None, seed: int = 0, deterministic: bool = False,
+        tensorboard: bool = False, strategy=None, steps_per_epoch: int | None = None,
+        validation_steps: int | None = None, steps_per_execution: int = 1, verbose="auto",
+        command: str | None = None, extra_record: dict | None = None, checkpoints: bool = True,
+        schedule: str = "plateau", warmup_epochs: float = 0.0) -> FitResult:
     """Train ``model`` on ``train_ds``, select on ``val_ds``, resumably, into ``out_dir``.
 
     Args:
@@ -326,7 +307,7 @@ def fit(
             ``histolib.strategy.get_strategy()``. ``run.json`` records its replicas and
             devices in ``settings``, and the Keras backend in ``environment``.
         steps_per_epoch, validation_steps, steps_per_execution, verbose: as in Keras's
-            ``fit`` and ``compile``.
+            ``fit`` and ``compile``; ``verbose=0`` also silences the callbacks' messages.
         command: the command line to record in ``run.json`` (default: ``sys.argv``).
         extra_record: more JSON-ready facts for ``run.json`` (e.g. the data spec).
         checkpoints: save the best and the last epoch's model so a killed run resumes (default);
@@ -347,12 +328,7 @@ def fit(
     from histolib.strategy import devices_of, get_strategy, training_scope
 
     class_weight = _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard)
-    if schedule == "cosine":
-        steps = _steps_per_epoch(train_ds, steps_per_epoch)
-        rate = learning_rate_schedule(schedule, learning_rate, total_steps=steps * int(epochs),
-                                      warmup_steps=round(warmup_epochs * steps))
-    else:
-        rate = learning_rate_schedule(schedule, learning_rate, total_steps=1)
+    rate = _learning_rate(schedule, learning_rate, train_ds, steps_per_epoch, epochs, warmup_epochs)
     run = RunFolder(out_dir, resumable=checkpoints)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -382,10 +358,15 @@ def fit(
             return _result(model, run, resumed_from=resumed_from, already_finished=True)
         train_now = not run.trained(epochs)
         run.open(settings, command=command, extra_record=extra_record)
-        if train_now:
-            model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
-                      steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                      class_weight=class_weight, callbacks=_callbacks(run, settings, tensorboard=tensorboard),
-                      shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
-                      verbose=verbose)
-        return _finish(model, val_ds, run, resumed_from=resumed_from)
+        try:
+            if train_now:
+                model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
+                          steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                          class_weight=class_weight,
+                          callbacks=_callbacks(run, settings, tensorboard=tensorboard, verbose=verbose),
+                          shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
+                          verbose=verbose)
+            return _finish(model, val_ds, run, resumed_from=resumed_from)
+        except BaseException as error:  # e.g. an image that stopped decoding: the record says so
+            run.fail(error)
+            raise

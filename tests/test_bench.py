@@ -111,6 +111,11 @@ def test_each_script_writes_its_record(quick_suite, name, keys):
                    and _positive(v["images_per_second_cpu_time_estimate"]["median"])
                    and _positive(v["fraction_of_ceiling_cpu_time"]) for v in record["variants"])
         assert _positive(record["targets"]["default_over_plain_float32_twin"])
+        backends = {v["variant"]: v["backend"] for v in record["variants"]}
+        assert backends["default on JAX"] == "jax" and backends["default"] == "tensorflow"  # issue 13's JAX row
+        for key in ("jax_over_tensorflow", "augment_in_model_over_tf_data",
+                    "host_decode_only_over_augmented_per_cpu_second"):
+            assert _positive(record["targets"][key]), key
     if name == "recipes":
         assert [r["name"] for r in record["results"]] == ["seed recipe", "mobilenet recipe"]
         assert all(_positive(r["images_per_second"]["median"]) and _positive(r["epoch_minutes"])
@@ -124,7 +129,8 @@ def test_each_script_writes_its_record(quick_suite, name, keys):
     if name == "scale":
         assert all(_positive(e["epoch_seconds"]) and _positive(e["input_rate_needed"])
                    for e in record["estimates"])
-        measured = json.loads((quick_suite / "bench_train_step.json").read_text())["pipeline_alone"]
+        measured = [p for p in json.loads((quick_suite / "bench_train_step.json").read_text())["pipeline_alone"]
+                    if p.get("source", "real") == "real"]
         if measured:  # the real JPEG folder was there: scale read its rate per core
             rates = record["pipeline_rates_per_core"]
             assert rates and all(_positive(p["images_per_second_per_core"]) for p in rates)

@@ -26,7 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-CHAPTER_NUMBERS = [f"{i:02d}" for i in range(10)]
+CHAPTER_NUMBERS = [f"{i:02d}" for i in range(11)]
 SECTIONS = ["Overview", "Prerequisites", "Imports", "Summary", "Exercises", "Resources",
             "What's next"]
 # (page, section anchor): the gallery of chapter 1 and the equations and maps of chapter 4.
@@ -86,7 +86,7 @@ def test_config_never_executes_or_hides_errors_and_serves_mathjax_locally():
     assert {"sphinx.ext.autodoc", "sphinx.ext.napoleon"} <= set(config["sphinx"]["extra_extensions"])
 
 
-def test_toc_lists_chapters_00_to_09_in_order_then_appendices():
+def test_toc_lists_chapters_00_to_10_in_order_then_appendices():
     entries = _toc_files()
     chapters = _chapters()
     assert [c[:2] for c in chapters] == CHAPTER_NUMBERS
@@ -147,9 +147,13 @@ def test_chapter_follows_the_template(name):
 
 @pytest.mark.parametrize("source", sorted((BOOK / "_src").glob("*.py")), ids=lambda p: p.stem)
 def test_notebook_is_what_percent2nb_writes_from_its_source(source):
+    """A chapter is edited in book/_src/NN_name.py; its notebook must be regenerated from it
+    (placeholders such as the Colab link filled in as percent2nb does)."""
+    notebook = BOOK / f"{source.stem}.ipynb"
+    assert notebook.is_file(), f"{source.name} has no notebook {notebook.name}"
     tool = _percent2nb()
     expected = tool.parse(tool.expand(source.read_text(), source.stem))
-    stored = nbformat.read(BOOK / f"{source.stem}.ipynb", as_version=4)
+    stored = nbformat.read(notebook, as_version=4)
     assert [c.source for c in stored.cells] == [c.source for c in expected.cells], (
         f"book/{source.stem}.ipynb differs from book/_src/{source.stem}.py: run book/_tools/percent2nb.py")
     tool.reuse_outputs(expected, stored, source.stem)  # cell types and tags too

@@ -38,7 +38,7 @@ def test_help_teaches(capsys):
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "0", "--out", "x"], "positive integer"),
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--lr", "-1"], "positive number"),
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--fine-tune"],
-         "apply to classifier models"),
+         "takes no option ['freeze']"),
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--warmup-epochs", "1"],
          "with --schedule cosine"),
         (["evaluate", "--model", "no-such.keras", "--data", DATA], "no such file"),
@@ -50,6 +50,18 @@ def test_bad_arguments_give_one_line_and_status_2(argv, expected, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert one_line(err) and expected in err
+
+
+def test_misspelt_names_suggest_the_closest_in_one_line(tmp_path, capsys):
+    argv = ["train", "--data", DATA, "--model", "seed-pcm", "--epochs", "1", "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "did you mean 'seed-pcam'?" in err and "seed-subtype-xception" in err
+    argv = ["train", "--data", "synthetic-pacm:64", "--model", "seed-pcam", "--epochs", "1", "--out", str(tmp_path / "b")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and err.startswith("histolib train: error:") and "did you mean 'synthetic-pcam:64'?" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_bad_inputs_give_one_line_and_status_2(tmp_path, capsys):
@@ -88,6 +100,14 @@ def test_train_evaluate_and_heatmap(tmp_path, capsys):
     assert metrics["threshold"] == pytest.approx(threshold)
     assert sum(map(sum, metrics["confusion_matrix"])) == 8
     assert set(metrics["ci95"]) >= {"accuracy", "auc"}
+    # The terminal gets the confusion matrix and the per-class report too, not only --json.
+    printed = capsys.readouterr().out.splitlines()
+    at = printed.index("confusion matrix (rows: true class, columns: predicted)")
+    assert printed[at + 1].split() == ["0", "1"]
+    for row, counts in zip(printed[at + 2:at + 4], metrics["confusion_matrix"]):
+        assert row.split() == [row.split()[0], *map(str, counts)]
+    per_class = printed[printed.index("per class") + 2].split()  # class 0's row
+    assert per_class[0] == "0" and int(per_class[-1]) == metrics["classification_report"]["0"]["support"]
     # In a fresh process (the custom layers must register themselves), with TTA.
     result = subprocess.run(
         [sys.executable, "-m", "histolib", "evaluate", "--model", str(out / "best.keras"), "--data", DATA,
@@ -111,7 +131,8 @@ def test_train_evaluate_and_heatmap(tmp_path, capsys):
     assert "4 of 8 tiles scored" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("dataset, host", [("cmu-region", "openslide.cs.cmu.edu"), ("pcam", "zenodo.org")])
+@pytest.mark.parametrize("dataset, host", [("cmu-region", "openslide.cs.cmu.edu"), ("pcam", "zenodo.org"),
+                                           ("ovarian", "data.mendeley.com")])
 def test_offline_download_fails_in_one_line(dataset, host, monkeypatch, tmp_path, capsys):
     # The real download code, on a machine whose network is down: it must fail within its
     # reachability check, say so in one line, and leave nothing behind.

@@ -212,3 +212,10 @@ def test_real_ovarian_folder_reads_every_file(shared_data):
         data.load(f"folder:{root}", "train")
     x, _ = next(iter(data.load(f"folder:{root}", "test", batch_size=4, image_size=224)))
     assert x.shape == (4, 224, 224, 3)
+
+
+def test_read_image_by_content_eagerly(tmp_path, arrays):
+    images, _ = arrays
+    synthetic.write_image(tmp_path / "a.tif", images[0])
+    (tmp_path / "a.tif").rename(tmp_path / "a.png")  # a TIFF under a PNG name
+    np.testing.assert_array_equal(images_mod.read_image(tmp_path / "a.png"), images[0])

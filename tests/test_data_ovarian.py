@@ -38,15 +38,44 @@ def test_verify_names_missing_and_changed_files(tmp_path, shared_data):
 
 
 def test_download_offline_fails_fast_saying_where_to_put_files(tmp_path, monkeypatch):
-    asked = []
-    monkeypatch.setattr(ovarian, "reachable", lambda host, port, timeout: asked.append(host) or False)
+    import socket
+
+    calls = []
+
+    def offline(address, timeout):
+        calls.append((address, timeout))
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
     started = time.monotonic()
-    with pytest.raises(ConnectionError, match=f"unpack it so that {tmp_path / 'ov'}/Clear_Cell/35.JPG"):
+    with pytest.raises(ConnectionError, match=f"(?s)cannot reach data.mendeley.com.*unpack it so that "
+                                              f"{tmp_path / 'ov'}/Clear_Cell/35.JPG"):
         ovarian.download_ovarian(tmp_path / "ov")
-    assert asked == ["data.mendeley.com"] and time.monotonic() - started < 5
+    assert calls == [(("data.mendeley.com", 443), 5.0)] and time.monotonic() - started < 6
     assert not (tmp_path / "ov").exists()
 
 
 def test_download_keeps_a_verified_folder_without_the_network(shared_data, monkeypatch):
-    monkeypatch.setattr(ovarian, "reachable", lambda *a, **k: pytest.fail("asked the network"))
+    import socket
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("asked the network"))
     assert ovarian.download_ovarian(shared_data / "ovarian") == shared_data / "ovarian"
+
+
+def test_unpack_finds_the_files_however_the_archive_nests_them(tmp_path, shared_data):
+    import zipfile
+
+    names = ["Clear_Cell/35.JPG", "Serous/high grade serous 47.JPG", "Non_Cancerous/4.jpg"]
+    inner = tmp_path / "inner.zip"
+    with zipfile.ZipFile(inner, "w") as z:
+        for name in names:
+            z.write(shared_data / "ovarian" / name, f"OvarianCancer/{name}")
+        z.writestr("OvarianCancer/readme.txt", "not in the manifest")
+    outer = tmp_path / "kztymsrjx9.zip"
+    with zipfile.ZipFile(outer, "w") as z:
+        z.write(inner, "Ovarian Cancer Subtypes/dataset.zip")
+    ovarian._unpack(outer, tmp_path / "out")
+    found = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert found == sorted(names)
+    manifest = ovarian.manifest()
+    assert all(ovarian.sha256sum(tmp_path / "out" / n) == manifest[n] for n in names)

@@ -73,3 +73,24 @@ def test_fold_refuses_a_subclassed_model():
 
     with pytest.raises(ValueError, match="functional"):
         fold_batch_norm(Net())
+
+
+def test_calibrate_batch_norm_takes_the_batch_statistics_and_freezes():
+    from histolib.models import calibrate_batch_norm
+
+    keras.utils.set_random_seed(0)
+    model = small_model()
+    images = np.random.default_rng(2).uniform(0, 1, (16, 16, 16, 3)).astype("float32")
+    conv_out = keras.Model(model.inputs, model.get_layer("conv").output)(images).numpy()
+    momenta = {layer.name: layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert calibrate_batch_norm(model, images, until="sep_bn") is model
+    bn = model.get_layer("conv_bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), conv_out.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-6)
+    # In inference mode the calibrated batch norms now normalise that batch: mean 0, variance 1.
+    normed = keras.Model(model.inputs, bn.output)(images, training=False).numpy()
+    np.testing.assert_allclose(normed.mean(axis=(0, 1, 2)), 0, atol=1e-3)
+    upto = [layer.name for layer in model.layers][: [layer.name for layer in model.layers].index("sep_bn") + 1]
+    assert not any(model.get_layer(name).trainable for name in upto)
+    assert model.get_layer("shared_bn").trainable and model.get_layer("shared_bn").moving_mean.numpy().max() == 0
+    assert {n: model.get_layer(n).momentum for n in momenta} == momenta  # momenta put back

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from histolib import evaluate, saliency, slide
+from histolib import data, evaluate, saliency, slide
 from histolib.models import build_model, with_augmentation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,8 @@ def test_inference_under_jax_matches_tensorflow(tmp_path):
     assert not np.allclose(tta, plain)
     np.testing.assert_allclose(jax["heat"], np.nan_to_num(heat, nan=-1), atol=1e-5)
     assert np.isfinite(heat).sum() == 7 * 6  # 7 x 11 tiles of 32 px at stride 16; 6 columns >= 25 % tissue
-    np.testing.assert_allclose(jax["attention"], attention, atol=1e-4)
+    # each map is scaled to [0, 1] by its own spread, which magnifies float32 differences
+    np.testing.assert_allclose(jax["attention"], attention, atol=1e-3)
     assert "tf-keras-vis" in jax["refused"] and "KERAS_BACKEND=tensorflow" in jax["refused"]
 
 
@@ -158,3 +159,49 @@ def test_data_parallel_epoch_matches_one_device(tmp_path):
     for key in ("loss", "val_loss", "accuracy", "val_accuracy", "val_auc"):
         assert two["history"][key] == pytest.approx(one["history"][key], abs=1e-5), key
     assert two["threshold"] == pytest.approx(one["threshold"], abs=1e-5)
+
+
+def _histolib(*argv, devices=2):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run([sys.executable, "-m", "histolib", *map(str, argv)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_command_line_route_on_jax(tmp_path):
+    """CI's JAX route, the path chapter 5's Colab TPU cell takes (experiment.train_from_spec): train
+    data-parallel over two devices with the augmentation inside the model, then evaluate with
+    TTA and draw a heatmap, all under KERAS_BACKEND=jax from the command line."""
+    out, spec = tmp_path / "run", "synthetic-pcam:128"  # 128 train, 16 valid, 16 test patches
+    argv = ["train", "--data", spec, "--model", "seed-pcam", "--image-size", "32", "--epochs", "1",
+            "--batch-size", "16", "--strategy", "data-parallel", "--augment", "pcam", "--augment-in", "model",
+            "--steps-per-execution", "2", "--out", out]
+    assert "best epoch 1 of 1" in _histolib(*argv)
+    assert "already finished" in _histolib(*argv)  # the best model loaded back onto the two devices
+    record = json.loads((out / "run.json").read_text())
+    assert record["environment"]["backend"] == "jax" and record["precision"] == "float32"  # auto on a CPU under JAX
+    assert record["settings"]["replicas"] == 2 and record["settings"]["devices"] == ["cpu:0", "cpu:1"]
+    assert record["strategy"]["kind"] == "data-parallel" and record["augment_in"] == "model"
+    assert record["settings"]["steps_per_execution"] == 2
+    model = evaluate.load_model(out / "best.keras")  # here, under TensorFlow
+    assert model.layers[1].name == "augment" and model.get_layer("augment").augment == "pcam"
+
+    report = tmp_path / "test.json"
+    text = _histolib("evaluate", "--model", out / "best.keras", "--data", spec, "--tta", "--json", report)
+    metrics = json.loads(report.read_text())
+    assert metrics["n"] == 16 and metrics["tta"] and "TTA x8" in text
+    ds = data.load(spec, "test", batch_size=128, image_size=32)
+    y, probs = evaluate.predict(model, ds, tta=True)
+    threshold = evaluate.read_threshold(out / "best.keras")
+    here = evaluate.classification_metrics(y, probs, threshold=threshold)
+    assert metrics["auc"] == pytest.approx(here["auc"], abs=1e-6) and metrics["accuracy"] == here["accuracy"]
+
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "region.tif", region(), photometric="rgb")
+    text = _histolib("heatmap", "--model", out / "best.keras", "--region", tmp_path / "region.tif",
+                     "--out", tmp_path / "heat.png", "--stride", "32")
+    assert "12 of 24 tiles scored" in text and (tmp_path / "heat.png").stat().st_size > 0

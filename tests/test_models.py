@@ -18,8 +18,13 @@ from histolib.models import (
 
 def test_seed_pcam_model_has_the_published_parameter_count():
     model = build_seed_pcam_model()
-    assert SEED_PCAM_PARAMS == 494_337
-    assert model.count_params() == 494_337
+    # Layer by layer from the seed's description: 3 x 3 convolutions 3 -> 64 -> 128 -> 256, four
+    # Dense(128) projections (q, k, v from 256 channels, output from 128), Dense(64), Dense(1).
+    expected = {"conv1": 3 * 3 * 3 * 64 + 64, "conv2": 3 * 3 * 64 * 128 + 128, "conv3": 3 * 3 * 128 * 256 + 256,
+                "attention": 3 * (256 * 128 + 128) + 128 * 128 + 128, "fc": 128 * 64 + 64, "prob": 64 + 1}
+    assert {name: model.get_layer(name).count_params() for name in expected} == expected
+    assert model.count_params() == sum(expected.values()) == SEED_PCAM_PARAMS
+    assert build_seed_pcam_model((32, 32, 3)).count_params() == SEED_PCAM_PARAMS  # any input size
     assert model.input_shape == (None, 96, 96, 3)
     assert model.get_layer("tokens").output.shape == (None, 144, 256)
     assert isinstance(model.get_layer("attention"), SelfAttention)
@@ -105,7 +110,6 @@ def test_build_model_seed_pcam():
 
 
 # ---------------------------------------------------------------- backbones and build_classifier
-import h5py  # noqa: E402
 
 from histolib.layers import DifferentialAttention, ThresholdedAttention  # noqa: E402
 from histolib.models import (  # noqa: E402
@@ -218,9 +222,48 @@ def test_seed_subtype_model_as_published():
         build_seed_subtype_model("seed_cnn", weights=None)
 
 
+def test_unknown_build_options_are_type_errors_naming_them():
+    with pytest.raises(TypeError, match=r"build_model\('seed-pcam'\).*\['dropout'\]"):
+        build_model("seed-pcam", dropout=0.2)
+
+
+def test_registered_models_are_built_listed_and_accepted_by_the_command(monkeypatch):
+    from histolib import cli
+    from histolib.models import MODELS, register_model
+
+    def tiny(*, num_classes, input_shape, weights, width=4):
+        inputs = keras.Input(input_shape or (8, 8, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(width, 3)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x), name="tiny")
+
+    from histolib.models import registry
+
+    assert registry.MODELS is MODELS
+    monkeypatch.setattr(registry, "MODELS", dict(MODELS))  # the registration ends with the test
+    registry.register_model("tiny-test", tiny, summary="a test model")
+    assert "tiny-test" in registry.list_models()
+    model = registry.build_model("tiny-test", num_classes=3, width=5)
+    assert model.output_shape == (None, 3) and model.layers[1].filters == 5
+    with pytest.raises(TypeError, match="depth"):
+        registry.build_model("tiny-test", depth=2)
+    with pytest.raises(ValueError, match="taken"):
+        registry.register_model("tiny-test", tiny)
+    # The command's --model reads the same table: every listed name parses, others do not.
+    parser = cli.build_parser()
+    for name in registry.list_models():
+        args = parser.parse_args(["train", "--data", "synthetic-pcam", "--model", name, "--epochs", "1", "--out", "x"])
+        assert args.model == name
+    with pytest.raises(cli.UsageError, match="unknown model 'tiny-tset'"):
+        parser.parse_args(["train", "--data", "synthetic-pcam", "--model", "tiny-tset", "--epochs", "1", "--out", "x"])
+    assert register_model is registry.register_model
+
+
 def test_build_model_names():
     names = list_models()
-    assert len(names) == 1 + 4 + 5 * 4
+    assert len(names) == 2 + 4 + 5 * 4 + 4  # ... and mil-{mean,max,attention,gated}
+    centred = build_model("seed-pcam-centred")  # the seed's model with a parameter-free Rescaling first
+    assert centred.get_layer("centre").get_config()["scale"] == 2.0
+    assert centred.count_params() == build_model("seed-pcam").count_params() == SEED_PCAM_PARAMS
     assert {"seed-pcam", "seed-subtype-xception", "mobilenet+differential", "seed_cnn+self"} <= set(names)
     model = build_model("seed_cnn+self")  # weights="auto": seed_cnn has none
     assert model.name == "seed_cnn_self" and model.output_shape == (None, 2)
@@ -228,7 +271,7 @@ def test_build_model_names():
     model = build_model("seed-subtype-mobilenet", weights=None, num_classes=5, input_shape=(96, 96, 3))
     assert model.name == "seed-subtype-mobilenet"
     for bad in ("mobilenet+", "seed-subtype-seed_cnn", "mobilenet+self+self", "vgg16"):
-        with pytest.raises(ValueError, match="Valid names: seed-pcam, "):
+        with pytest.raises(ValueError, match="Valid model names: seed-pcam, seed-pcam-centred, "):
             build_model(bad, weights=None)
 
 
@@ -277,10 +320,9 @@ def offline(monkeypatch, tmp_path):
 
 def _write_keras_h5(model, path):
     """Write weights the way Keras's own application files are stored (legacy HDF5)."""
-    from keras.src.legacy.saving import legacy_h5_format
+    from histolib.models import write_application_weights
 
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    write_application_weights(model, path)
 
 
 def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
@@ -302,6 +344,11 @@ def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
                 np.testing.assert_array_equal(a, b)
             assert not loaded.trainable  # frozen: pretrained weights, freeze=True
     assert model.get_layer("probs").trainable
+    from histolib.models import parameter_counts
+
+    counts = parameter_counts(model)
+    assert counts["trainable"] == 1024 * 2 + 2  # only the head learns
+    assert counts["trainable"] + counts["frozen"] == model.count_params()
     # Through the registry: frozen by default, trained with freeze=False (--fine-tune).
     frozen = build_model("mobilenet", input_shape=(128, 128, 3), weights="imagenet")
     tuned = build_model("mobilenet", input_shape=(128, 128, 3), weights="imagenet", freeze=False)

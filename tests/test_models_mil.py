@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from histolib import evaluate, train
+from histolib import evaluate, saliency, train
 from histolib.data import bags as B
 from histolib.models import POOLINGS, attention_scores, build_mil_classifier, build_tile_encoder
 
@@ -75,7 +75,7 @@ def test_attention_scores_and_pooling_without_them():
         attention_scores(build_mil_classifier(8, pooling="mean"), {"features": x, "mask": mask})
 
 
-def test_gated_mil_learns_bag_labels_and_finds_the_positive_instances(tmp_path):
+def test_gated_mil_learns_bag_labels_and_finds_the_positive_instances(tmp_path, capsys):
     """Trained on bag labels only, through train.fit; scored with evaluate on other bags."""
     train_ds = as_dataset(*synthetic_bags(160, seed=2)[:3], shuffle=True)
     valid_ds = as_dataset(*synthetic_bags(40, seed=3)[:3])
@@ -84,9 +84,10 @@ def test_gated_mil_learns_bag_labels_and_finds_the_positive_instances(tmp_path):
     result = train.fit(lambda: build_mil_classifier(8, pooling="gated", embedding=16), train_ds, valid_ds,
                        out_dir=tmp_path / "run", epochs=40, patience=8, learning_rate=1e-2, seed=0,
                        checkpoints=False, verbose=0)
+    assert "restoring model weights" not in capsys.readouterr().out.lower()  # verbose=0: callbacks quiet too
     scores = evaluate.evaluate_model(result.model, as_dataset(x, mask, labels), threshold=result.threshold["threshold"])
     assert scores["auc"] > 0.9, scores["auc"]
-    found = evaluate.instance_auc(attention_scores(result.model, {"features": x, "mask": mask}), mask, instance, labels)
+    found = saliency.instance_auc(attention_scores(result.model, {"features": x, "mask": mask}), mask, instance, labels)
     assert found["auc"] > 0.8 and found["top1"] > found["chance_top1"] + 0.3, found
     assert found["n_bags"] == int(((instance * mask).sum(1) < mask.sum(1))[labels == 1].sum())
 
@@ -95,12 +96,12 @@ def test_instance_auc_on_known_scores():
     mask = np.array([[True, True, True, False], [True, True, True, True], [True, True, False, False]])
     labels = np.array([[0, 1, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]])
     scores = np.array([[0.1, 0.8, 0.1, 0.0], [0.4, 0.3, 0.2, 0.1], [0.5, 0.5, 0.0, 0.0]])
-    found = evaluate.instance_auc(scores, mask, labels, [1, 1, 0])
+    found = saliency.instance_auc(scores, mask, labels, [1, 1, 0])
     assert found["auc"] == pytest.approx((1.0 + 0.5) / 2)  # bag 1: one positive ranked first, one last
     assert found["top1"] == 1.0 and found["n_bags"] == 2
     assert found["chance_top1"] == pytest.approx((1 / 3 + 2 / 4) / 2)
     with pytest.raises(ValueError, match="Received: shapes"):
-        evaluate.instance_auc(scores[:, :3], mask, labels, [1, 1, 0])
+        saliency.instance_auc(scores[:, :3], mask, labels, [1, 1, 0])
 
 
 def test_a_mil_classifier_on_tiles_matches_the_same_model_on_their_features():
@@ -146,3 +147,29 @@ def test_real_encoder_on_real_patches(shared_data, monkeypatch):
 
     accuracy = cross_val_score(LogisticRegression(C=0.1, max_iter=5000), vectors, bags.tile_labels, cv=4).mean()
     assert accuracy > 0.7, accuracy
+
+
+def test_the_registry_builds_mil_heads_by_name():
+    from histolib.models import build_model, list_models
+
+    assert {"mil-mean", "mil-max", "mil-attention", "mil-gated"} <= set(list_models())
+    model = build_model("mil-gated", input_shape=(None, 16), num_classes=3, units=8, embedding=None)
+    assert model.name == "mil_gated" and model.output_shape == (None, 3)
+    assert model.get_layer("pool").units == 8 and "embed" not in [layer.name for layer in model.layers]
+    assert build_model("mil-max").input["features"].shape == (None, None, 256)  # MobileNet 0.25's features
+    with pytest.raises(ValueError, match="Received: weights='imagenet'"):
+        build_model("mil-mean", weights="imagenet")
+    with pytest.raises(ValueError, match=r"\(instances, channels\).*Received: input_shape=\(96, 96, 3\)"):
+        build_model("mil-mean", input_shape=(96, 96, 3))
+    with pytest.raises(TypeError, match="heads"):
+        build_model("mil-gated", heads=2)
+
+
+def test_the_command_refuses_mil_heads_in_one_line(tmp_path, capsys):
+    from histolib import cli
+
+    argv = ["train", "--data", "synthetic-pcam:64", "--model", "mil-gated", "--epochs", "1", "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "bags of tile features" in err
+    assert not (tmp_path / "a").exists()

@@ -113,3 +113,17 @@ def test_overlay_blends_a_colormap():
     from histolib import saliency
 
     assert saliency.overlay is plots.overlay  # still importable where the chapters first met it
+
+
+def test_image_groups_one_row_per_group(tmp_path):
+    from histolib.data import synthetic
+
+    pictures, labels, _ = synthetic.pcam_patches(5, seed=1)
+    synthetic.write_folder(tmp_path, pictures, np.zeros(5, int), ["x"])
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("x/*.png"))
+    figure = plots.image_groups([names[:4], names[4:]], root=tmp_path, max_per_group=3)
+    images = [ax for ax in figure.axes if ax.images]
+    assert len(figure.axes) == 6 and len(images) == 4  # 2 rows x 3 columns, 3 + 1 thumbnails
+    assert figure.axes[2].get_title().endswith("(+1 more)")
+    with pytest.raises(ValueError, match="at least one group"):
+        plots.image_groups([])

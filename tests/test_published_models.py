@@ -17,23 +17,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((ROOT / "tests" / "data" / "published_predictions.json").read_text())
 
-# Run in a fresh process, as a new user would: nothing imported but what the script says, and
-# oneDNN off (its bfloat16 paths move these probabilities by up to 0.01).
+# Run in a fresh process, as a new user would: the models are loaded with Keras after a bare
+# `import histolib` (issue 14: that must be enough), with oneDNN off (its bfloat16 paths move
+# these probabilities by up to 0.01).
 SCRIPT = """
 import json, sys
 import numpy as np
 import keras
-import histolib.layers  # registers the custom layers (issue 14 item 7 makes `import histolib` enough)
+import histolib  # registers its layers: nothing else is needed to load a saved model
+
+models = {path: keras.saving.load_model(path, compile=False) for path in sys.argv[1:]}
+
 from histolib import evaluate
 from histolib.data import synthetic
 
 images, _, _ = synthetic.pcam_patches(32, seed=0, split="test")
 x = images.astype(np.float32) / 255.0
-out = {}
-for path in sys.argv[1:]:
-    model = keras.saving.load_model(path, compile=False)
-    out[path] = {"probability": np.asarray(model.predict(x, batch_size=32, verbose=0))[:, 0].tolist(),
-                 "threshold": evaluate.read_threshold(path)}
+out = {path: {"probability": np.asarray(model.predict(x, batch_size=32, verbose=0))[:, 0].tolist(),
+              "threshold": evaluate.read_threshold(path)} for path, model in models.items()}
 print(json.dumps(out))
 """
 

@@ -27,9 +27,11 @@ def _printed_hint(cwd: Path) -> str:
     return lines[0].removeprefix("next: ")
 
 
-def _bash(command: str, cwd: Path) -> subprocess.CompletedProcess:
+def _bash(command: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
+    """``command`` in a fresh bash with a bare PATH; ``home`` keeps Keras's and the cache's
+    folders out of the checkout."""
     return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={"PATH": BARE_PATH, "HOME": str(cwd)})
+                          timeout=120, env={"PATH": BARE_PATH, "HOME": str(home)})
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +51,11 @@ def test_both_quick_start_scripts_end_with_the_hint(script):
     assert all(re.fullmatch(r'exit "\$status"', ln) for ln in lines[hint + 1:]), lines[hint:]
 
 
-def test_the_printed_line_from_the_repository_root_runs_histolib(venv):
-    assert _bash("command -v histolib", ROOT).returncode != 0, "histolib already on the bare PATH"
+def test_the_printed_line_from_the_repository_root_runs_histolib(venv, tmp_path):
+    assert _bash("command -v histolib", ROOT, tmp_path).returncode != 0, "histolib already on the PATH"
     command = _printed_hint(ROOT)
     assert command.startswith("source .venv/bin/activate"), command  # what the README says
-    result = _bash(command, ROOT)
+    result = _bash(command, ROOT, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage: histolib"), result.stdout[:500]
     assert "train" in result.stdout and "evaluate" in result.stdout
@@ -62,7 +64,7 @@ def test_the_printed_line_from_the_repository_root_runs_histolib(venv):
 def test_the_printed_line_from_another_folder_uses_an_absolute_path(venv, tmp_path):
     command = _printed_hint(tmp_path)
     assert str(ROOT) in command, command
-    result = _bash(command, tmp_path)
+    result = _bash(command, tmp_path, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage: histolib"), result.stdout[:500]
 
@@ -82,3 +84,22 @@ def test_readme_code_blocks_fit_without_scrolling():
         elif inside and len(line) > 80:
             long_lines.append(f"line {number}: {len(line)} characters")
     assert not long_lines, long_lines
+
+
+def test_readme_first_example_is_a_valid_command_on_built_in_data():
+    """The first block under 'The command' parses with the real parser (model names come from the
+    registry) and reads built-in data only; the model learning is tested in test_models.py."""
+    import shlex
+
+    from histolib import cli, data
+
+    section = (ROOT / "README.md").read_text().split("## The command", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.startswith("histolib ")]
+    assert [c[1] for c in commands] == ["train", "evaluate"], commands
+    train = cli.build_parser().parse_args(commands[0][1:])
+    assert train.model == "seed-pcam-centred" and train.data in data.SPECS
+    assert not data.SOURCES[train.data].folder, train.data
+    evaluate = commands[1]
+    assert evaluate[evaluate.index("--model") + 1] == str(train.out / "best.keras")
+    assert evaluate[evaluate.index("--data") + 1] == train.data

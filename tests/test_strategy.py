@@ -71,6 +71,10 @@ MIRRORED = COMMON + """
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 choice = choose_strategy()  # HISTOLIB_STRATEGY=mirrored
+with choice.strategy.scope():
+    scoped_batch = global_batch_size(32)  # the current strategy, inside its scope
+batches = {"given": global_batch_size(32, choice.strategy), "scoped": scoped_batch, "outside": global_batch_size(32),
+           "dataset": int(dataset(choice.strategy).element_spec[1].shape[0])}
 model = compiled_model(choice.strategy)
 fit_losses = model.fit(dataset(choice.strategy), epochs=5, verbose=0).history["loss"]
 fit_identical = replicas_identical(model)
@@ -80,7 +84,7 @@ print(json.dumps({
     "kind": choice.kind, "reason": choice.reason, "replicas": choice.strategy.num_replicas_in_sync,
     "components": len(model.weights[0].value.values), "fit_losses": fit_losses,
     "fit_identical": fit_identical, "loop_losses": loop_losses,
-    "loop_identical": replicas_identical(model),
+    "loop_identical": replicas_identical(model), "batches": batches,
 }))
 """
 
@@ -148,10 +152,13 @@ def test_override_names_are_checked(no_tpu, monkeypatch):
         choose_strategy()
 
 
-def test_global_batch_size():
-    assert global_batch_size(32) == 32 * tf.distribute.get_strategy().num_replicas_in_sync == 32
+def test_global_batch_size_refuses_a_bad_per_replica_batch():
+    # Its product with the replica count is checked under two replicas in
+    # test_mirrored_two_cpu_replicas_train_identically (one replica here multiplies by 1).
     with pytest.raises(ValueError, match="per_replica=0"):
         global_batch_size(0)
+    with pytest.raises(ValueError, match="per_replica=2.5"):
+        global_batch_size(2.5)
 
 
 def test_make_tpu_safe_gives_full_static_batches_in_order():
@@ -213,6 +220,8 @@ def test_mirrored_two_cpu_replicas_train_identically(tmp_path):
     report = _last_json(result.stdout)
     assert report["kind"] == "mirrored" and report["replicas"] == 2 and report["components"] == 2
     assert "2 CPU replicas" in report["reason"]
+    # 32 images per replica: a global batch of 64 under the strategy, given or current; 32 outside.
+    assert report["batches"] == {"given": 64, "scoped": 64, "outside": 32, "dataset": 16}
     for losses in (report["fit_losses"], report["loop_losses"]):
         assert losses[-1] < losses[0]
     assert report["fit_identical"] and report["loop_identical"]

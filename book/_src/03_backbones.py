@@ -48,12 +48,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import h5py
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from keras.src.legacy.saving import legacy_h5_format
 
 from histolib import data
 from histolib.models import (
@@ -65,8 +63,10 @@ from histolib.models import (
     get_backbone,
     gradcam_layer_name,
     list_backbones,
+    parameter_counts,
+    write_application_weights,
 )
-from histolib.models.weights import keras_cache_dir, reachable
+from histolib.models.weights import WEIGHTS_HOST, keras_cache_dir, reachable
 
 # %% [markdown]
 # ## Hyperparameters
@@ -142,8 +142,8 @@ sizes.pivot(index="backbone", columns="input", values="map")
 # size); the number of tokens an attention block sees does:
 
 # %%
-sizes.groupby("backbone").agg(parameters=("parameters", "first"), layers=("layers", "first"),
-                              tokens_96=("tokens", "first"), tokens_224=("tokens", lambda t: t.iloc[1]))
+tokens = sizes.pivot(index="backbone", columns="input", values="tokens").add_prefix("tokens at ")
+sizes.groupby("backbone")[["parameters", "layers"]].first().join(tokens)
 
 # %% [markdown]
 # ## 2. InceptionV3
@@ -261,10 +261,7 @@ print(f"std  {from_builder.std():.3f} (correct)   {x.std():.3f} (seed)")
 # backbone with weights loaded and frozen:
 
 # %%
-param_counts = lambda m: {  # trainable and frozen parameter counts
-    "trainable": sum(int(np.prod(w.shape)) for w in m.trainable_weights),
-    "frozen": sum(int(np.prod(w.shape)) for w in m.non_trainable_weights)}
-pd.DataFrame({"weights=None": param_counts(mobilenet)}).T
+pd.DataFrame({"weights=None": parameter_counts(mobilenet)}).T
 
 # %% [markdown]
 # The "frozen" parameters of the random model are BatchNorm's moving means and variances, which
@@ -298,7 +295,7 @@ pd.DataFrame([{"backbone": s.name, "file": s.weights_file(224), "from": s.weight
 
 # %% tags=["nbval-ignore-output"]
 print("Keras cache:", keras_cache_dir())
-if reachable():
+if reachable(WEIGHTS_HOST):
     print("This machine can reach storage.googleapis.com: the builder would download the file.")
 else:
     try:
@@ -308,17 +305,15 @@ else:
 
 # %% [markdown]
 # To show the local route working without the real file, we write a **stand-in**: a randomly
-# initialised MobileNet's weights, saved in the layout of Keras's own application files (legacy
-# HDF5) under the name Keras uses for 128-pixel inputs. With real files the steps are the same,
-# minus this one.
+# initialised MobileNet's weights, saved by `write_application_weights` in the layout of Keras's
+# own application files (legacy HDF5) under the name Keras uses for 128-pixel inputs. With real
+# files the steps are the same, minus this one.
 
 # %%
 weights_dir = Path(tempfile.mkdtemp(prefix="histolib-weights-"))
 spec = get_backbone("mobilenet")
 stand_in = spec.constructor(include_top=False, weights=None, input_shape=(128, 128, 3))
-with h5py.File(weights_dir / spec.weights_file(128), "w") as f:
-    legacy_h5_format.save_weights_to_hdf5_group(f, stand_in)
-print("wrote", spec.weights_file(128))
+print("wrote", write_application_weights(stand_in, weights_dir / spec.weights_file(128)).name)
 
 # %%
 os.environ["HISTOLIB_WEIGHTS_DIR"] = str(weights_dir)
@@ -327,8 +322,8 @@ unfrozen = build_classifier("mobilenet", input_shape=(128, 128, 3), weights=None
 same = np.array_equal(frozen.get_layer("conv1").get_weights()[0], stand_in.get_layer("conv1").get_weights()[0])
 print("loaded from HISTOLIB_WEIGHTS_DIR, identical to the file:", same)
 print("backbone frozen:", not frozen.get_layer("conv_pw_13").trainable, " head trainable:", frozen.get_layer("probs").trainable)
-pd.DataFrame({"mobilenet, weights=None": param_counts(unfrozen),
-              "mobilenet, weights loaded, frozen": param_counts(frozen)}).T
+pd.DataFrame({"mobilenet, weights=None": parameter_counts(unfrozen),
+              "mobilenet, weights loaded, frozen": parameter_counts(frozen)}).T
 
 # %% [markdown]
 # Only the head's 2,050 parameters ($1024 \times 2 + 2$) are left to train. The full profile of

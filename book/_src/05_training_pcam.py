@@ -18,7 +18,7 @@
 # 5. Resuming an interrupted run
 # 6. Training curves
 # 7. The threshold chosen on validation data
-# 8. Colab TPU: TensorFlow's TPU build, or Keras on JAX
+# 8. Colab TPU: Keras on JAX, with the augmentation inside the model
 #
 # ## Prerequisites
 #
@@ -60,7 +60,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from histolib import data, evaluate, plots, strategy, train
+from histolib import data, evaluate, models, plots, strategy, train
 from histolib.models import SEED_PCAM_PARAMS, build_seed_pcam_model
 
 # %% [markdown]
@@ -193,12 +193,13 @@ pd.DataFrame(stall).round(4)
 # then for several workers in `TF_CONFIG` (MultiWorkerMirroredStrategy), then for two or more GPUs
 # (MirroredStrategy), and otherwise keeps TensorFlow's default one-device strategy.
 # `choose_strategy()` gives the same choice with its reason; `HISTOLIB_STRATEGY=tpu|mirrored|
-# multiworker|default` overrides it. On this machine:
+# multiworker|default` overrides it. Under Keras on JAX (section 8) the choices are
+# `data-parallel` and `default`. On this machine:
 
 # %%
 choice = strategy.choose_strategy()
 print("kind:    ", choice.kind)
-print("replicas:", choice.strategy.num_replicas_in_sync)
+print("replicas:", choice.replicas, choice.devices)
 print("because: ", choice.reason)
 
 # %% [markdown]
@@ -364,96 +365,109 @@ pd.DataFrame({
     for t in (0.5, threshold)}).round(3)
 
 # %% [markdown]
-# ## 8. Colab TPU: two routes
+# ## 8. Colab TPU: Keras on JAX
 #
-# Colab's TPU runtimes no longer ship TensorFlow, and `tensorflow-tpu` (the TensorFlow build with
-# TPU support) lags TensorFlow's releases: its newest is 2.20.0, against 2.21 on the CPU. There
-# are two ways to train these models on a Colab TPU.
+# Colab's TPU runtimes no longer ship TensorFlow: their image carries JAX and Keras 3, TPU v2-8
+# was retired for v5e-1, and no `tensorflow-tpu` build matches the image. The route that works
+# there is **Keras 3 on JAX** (`KERAS_BACKEND=jax`), with TensorFlow for the CPU installed only
+# because `histolib.data` streams with `tf.data`. Everything of this chapter carries over:
 #
-# **Route A: TensorFlow's TPU build with these helpers.** Install the pinned TPU build with the
-# matching Keras, restart the runtime once, then `choose_strategy("tpu")` finds the TPU
-# (`/dev/accel*` on a TPU VM) and returns a `TPUStrategy`; `make_tpu_safe` gives the full,
-# static batches it needs, and `fit` builds the model in the strategy's scope and keeps
-# everything resumable. Batches of 128 per core suit it.
+# - the builders and layers are written with `keras.ops`, and `histolib.train.fit` (resumable
+#   state, threshold, run record) runs under JAX as it does here;
+# - `choose_strategy("data-parallel")` wraps `keras.distribution.DataParallel` over all of
+#   JAX's devices: every global batch is split over the TPU cores and the variables are
+#   replicated (`fit` keeps the distribution current while it trains, so each step is sharded);
+# - `run.json` records the backend, the devices and the replicas.
 #
-# **Route B: Keras 3 on JAX.** The histolib layers are written with `keras.ops` and tested under
-# `KERAS_BACKEND=jax`, so the same builders run on JAX, which spreads each batch over the TPU
-# cores through `keras.distribution.DataParallel`. `histolib.data` still streams with `tf.data`,
-# for which TensorFlow for the CPU is enough. Keras must know its backend before it is first
-# imported.
+# **Augmentation where the accelerator is.** Augmenting in `tf.data` keeps the host busy: on a
+# CPU without AVX-512 the augmented PCam stream ran at a quarter of the plain one's images/s,
+# and a TPU fed by a few host cores would wait on it. `histolib.models.with_augmentation` puts
+# the augmentation set inside the model instead, as a layer right after its input that works
+# only in training steps; the host then only decodes. The same layer is the identity at
+# inference, so the saved model predicts as if it were not there. On this CPU, with the
+# model of section 1:
+
+# %%
+plain = build_model()
+augmented = models.with_augmentation(plain, AUGMENT, seed=SEED)
+print("first layers:", [layer.name for layer in augmented.layers[:4]])
+print("predictions unchanged:", np.array_equal(keras.ops.convert_to_numpy(plain(images, training=False)),
+                                               keras.ops.convert_to_numpy(augmented(images, training=False))))
+moved = keras.ops.convert_to_numpy(augmented.get_layer("augment")(images, training=True))
+print(f"a training step sees other images: mean |change| {np.abs(moved - images.numpy()).mean():.3f}")
+
+# %% [markdown]
+# `histolib.train.train_from_spec` is what `histolib train` runs: choose the strategy and the
+# precision, load the splits, build the named model (with the augmentation inside it when
+# `augment_in="model"`) and `fit` it. The Colab cell below calls it; the project's tests run the
+# same function through `histolib train --strategy data-parallel --augment-in model` under
+# `KERAS_BACKEND=jax` on a CPU split into two devices
+# (`XLA_FLAGS=--xla_force_host_platform_device_count=2`), where one epoch gives the same loss as
+# one device. `bench/train_step.py` measures JAX against TensorFlow on this CPU (Appendix 2);
+# on a CPU, `precision="auto"` takes float32 under JAX, whose CPU backend does not use the
+# bfloat16 instructions for convolutions.
 #
-# A Colab TPU runtime has no TensorFlow, so the Imports cell above fails there until one of these
-# installs is done. On a TPU runtime, run Setup, then the install cell below, restart the runtime,
-# then run only the cell of your route: each is self-contained and trains the seed model on
-# PatchCamelyon from TensorFlow Datasets for 20 epochs.
-#
-# These cells run **only on a Colab TPU runtime** (`ON_COLAB_TPU`); anywhere else they do
-# nothing and say so. They were not run to make this page.
+# On a TPU runtime: run Setup, then the install cell below, **restart the runtime**, then run
+# only the training cell: Keras must learn its backend before it is first imported, and the
+# Imports cell above has imported it with TensorFlow (which the TPU runtime does not have). It
+# trains the seed model on PatchCamelyon from TensorFlow Datasets for 20 epochs, 128 images per
+# TPU core. These cells run **only on a Colab TPU runtime** (`ON_COLAB_TPU`); anywhere else they
+# do nothing and say so. They were not run to make this page.
 
 # %%
 import glob, os, sys  # noqa: E401 (this cell must run on its own on a fresh TPU runtime)
 
 ON_COLAB_TPU = "google.colab" in sys.modules and bool(
     glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or os.environ.get("COLAB_TPU_ADDR"))
-ROUTE = os.environ.get("HISTOLIB_TPU_ROUTE", "jax")  # "tensorflow" (route A) or "jax" (route B)
-if ON_COLAB_TPU and ROUTE == "tensorflow":
-    !pip install -q "tensorflow-tpu==2.20.0" "keras==3.15.1" -f https://storage.googleapis.com/libtpu-tf-releases/index.html
+ROUTE = os.environ.get("HISTOLIB_TPU_ROUTE", "jax")  # "jax" (works) or "tensorflow" (see below)
+if ON_COLAB_TPU and ROUTE == "jax":
+    # JAX, its TPU library and Keras 3 come with the runtime; TensorFlow for the CPU feeds tf.data
+    !pip install -q "tensorflow-cpu==2.21.0"
     !pip install -q "histolib @ git+{{ repository_url }}"
-elif ON_COLAB_TPU and ROUTE == "jax":
-    !pip install -q "jax[tpu]==0.10.2" "keras==3.15.1" "tensorflow-cpu==2.21.0"
+elif ON_COLAB_TPU and ROUTE == "tensorflow":
+    !pip install -q "tensorflow-tpu==2.20.0" "keras==3.15.1" -f https://storage.googleapis.com/libtpu-tf-releases/index.html
     !pip install -q "histolib @ git+{{ repository_url }}"
 print(f"Colab TPU runtime: {ON_COLAB_TPU}; route {ROUTE!r}:",
       "installed, now restart the runtime" if ON_COLAB_TPU else "nothing installed here")
 
 # %%
-if ON_COLAB_TPU and ROUTE == "tensorflow":  # route A, after the restart
-    from histolib import data, strategy, train
-    from histolib.models import build_seed_pcam_model
-
-    tpu = strategy.choose_strategy("tpu")
-    print(tpu.kind, tpu.strategy.num_replicas_in_sync, tpu.reason)
-    tpu_batch = strategy.global_batch_size(128, tpu.strategy)
-    tpu_data = "tfds:patch_camelyon"
-    n_train = sum(data.info(tpu_data, "train")["counts"])
-    n_valid = sum(data.info(tpu_data, "valid")["counts"])
-    tpu_train = strategy.make_tpu_safe(
-        data.load(tpu_data, "train", batch_size=tpu_batch, shuffle=True, augment="pcam-seed"),
-        tpu_batch, num_examples=n_train)
-    tpu_val = strategy.make_tpu_safe(data.load(tpu_data, "valid", batch_size=tpu_batch), tpu_batch,
-                                     num_examples=n_valid)
-    tpu_result = train.fit(build_seed_pcam_model, tpu_train, tpu_val, out_dir="runs/pcam-seed-tpu",
-                           epochs=20, learning_rate=1e-3, patience=3, strategy=tpu.strategy,
-                           steps_per_execution=32)
-else:
-    print("route A skipped: it runs on a Colab TPU runtime with route 'tensorflow'")
-
-# %%
-if ON_COLAB_TPU and ROUTE == "jax":  # route B, after the restart
-    os.environ["KERAS_BACKEND"] = "jax"
+if ON_COLAB_TPU and ROUTE == "jax":  # after the restart
+    os.environ["KERAS_BACKEND"] = "jax"  # before Keras is first imported
     import jax
     import keras
-    from histolib import data
-    from histolib.models import build_seed_pcam_model
+    from histolib import train
 
     assert keras.backend.backend() == "jax", "restart the runtime, then run only this cell"
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
-    jax_batch = 128 * len(jax.devices())
-    jax_train = data.load("tfds:patch_camelyon", "train", batch_size=jax_batch, shuffle=True, augment="pcam-seed")
-    jax_val = data.load("tfds:patch_camelyon", "valid", batch_size=jax_batch)
-    jax_model = build_seed_pcam_model()
-    jax_model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
-    jax_model.fit(jax_train, validation_data=jax_val, epochs=20, callbacks=[
-        keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=2),
-        keras.callbacks.ModelCheckpoint("best.keras", save_best_only=True),
-        keras.callbacks.CSVLogger("history.csv")])
+    print("JAX devices:", jax.devices())
+    keras.utils.set_random_seed(0)
+    tpu_result = train.train_from_spec(
+        "tfds:patch_camelyon", "seed-pcam", out_dir="runs/pcam-seed-tpu", epochs=20,
+        batch_size=128 * jax.device_count(), strategy="data-parallel",
+        augment="pcam-seed", augment_in="model", steps_per_execution=32)
+    print(f"best epoch {tpu_result.best_epoch}; threshold {tpu_result.threshold['threshold']:.3f}")
 else:
-    print("route B skipped: it runs on a Colab TPU runtime with route 'jax'")
+    print("skipped: this cell runs on a Colab TPU runtime with route 'jax'")
 
 # %% [markdown]
-# Route B uses Keras's `fit` and callbacks directly: `histolib.train.fit` and its resumable state
-# are built on TensorFlow's strategies, so on JAX the run is not resumable across a restart. The
-# model it saves is a `.keras` file that loads under either backend.
+# The run folder is the same as on a CPU: interrupted (Colab's sessions end), the same cell
+# resumes it after its last finished epoch, and `best.keras` loads under either backend.
+#
+# **The `tensorflow-tpu` route (does not work on current Colab TPU images).** With TensorFlow's
+# TPU build, `choose_strategy("tpu")` finds the TPU and returns a `TPUStrategy`, and
+# `train_from_spec(..., strategy="tpu")` trains as above. Colab's current TPU images carry no
+# TensorFlow and the newest `tensorflow-tpu` (2.20.0) does not match them, so the install
+# above fails or gives a TensorFlow that sees no TPU (`choose_strategy` then says why and falls
+# back to the CPU). It remains the route on a TPU VM whose image has TensorFlow:
+
+# %%
+if ON_COLAB_TPU and ROUTE == "tensorflow":  # after the restart; see the note above
+    from histolib import train
+
+    tf_tpu_result = train.train_from_spec(
+        "tfds:patch_camelyon", "seed-pcam", out_dir="runs/pcam-seed-tf-tpu", epochs=20,
+        batch_size=128 * 8, strategy="tpu", augment="pcam-seed", steps_per_execution=32)  # 8 cores
+else:
+    print("skipped: this cell runs on a Colab TPU runtime with route 'tensorflow'")
 
 # %% [markdown]
 # ## Summary
@@ -469,8 +483,10 @@ else:
 # - `histolib.strategy.choose_strategy()` picks a TPU, several workers, several GPUs or one device,
 #   and says why; `make_tpu_safe` gives TPUs static batches.
 # - The decision threshold is chosen on validation data by Youden's J and stored beside the model.
-# - On a Colab TPU: a pinned `tensorflow-tpu` with these helpers, or Keras 3 on JAX with the same
-#   builders.
+# - On a Colab TPU, Keras 3 on JAX: `train_from_spec(..., strategy="data-parallel",
+#   augment_in="model")`, the path `histolib train` takes, with the batch split over the TPU
+#   cores by `keras.distribution.DataParallel` and the augmentation inside the training step;
+#   TensorFlow's TPU build no longer matches Colab's TPU images.
 #
 # ## Exercises
 #

@@ -13,7 +13,7 @@ images. Specs:
                                 the seed's proportions by default; no splits (seeded split)
 ``pcam-h5:DIR``                 original PCam ``.h5`` / ``.h5.gz`` files (:mod:`~histolib.data.pcam`)
 ``tfds:patch_camelyon[:DATA_DIR]``  PCam through TensorFlow Datasets (:mod:`~histolib.data.tfds`)
-``folder:DIR``                  ``DIR/[split/]class/*.{png,jpg,jpeg,tif,tiff}`` (:mod:`~histolib.data.folders`)
+``folder:DIR``                  ``DIR/[split/]class/<images>``, any image format by content (:mod:`~histolib.data.folders`)
 ``kaggle:DIR``                  ``DIR/train/<id>.tif`` + ``DIR/train_labels.csv`` (:mod:`~histolib.data.kaggle`)
 ==============================  ============================================================
 
@@ -37,8 +37,9 @@ import tensorflow as tf
 from histolib.data import splits
 from histolib.data._pipeline import AUTOTUNE, Selection, image_size_arg
 from histolib.data.splits import SPLITS
+from histolib.names import closest, unknown_name
 
-__all__ = ["load", "info", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
+__all__ = ["load", "info", "rows", "check", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
            "DOWNLOADS"]
 
 
@@ -54,12 +55,15 @@ class Source:
         summary: one line on what it reads.
         folder: whether ``arg`` is a folder (then required, and fingerprinted by
             `folder_digest` in run records).
+        checker: ``"module:function"`` of a ``function(arg)`` that decodes every file once and
+            raises on unreadable ones (`check`), or ``None``.
     """
 
     reader: str
     form: str
     summary: str
     folder: bool = False
+    checker: str | None = None
 
     def selection(self):
         module, _, function = self.reader.partition(":")
@@ -78,7 +82,8 @@ SOURCES: dict[str, Source] = {
     "tfds": Source("histolib.data.tfds:selection", "tfds:patch_camelyon",
                    "PCam through TensorFlow Datasets (downloads from Zenodo when there is a network)"),
     "folder": Source("histolib.data.folders:selection", "folder:DIR",
-                     "an image folder DIR/[split/]class/*.png|jpg|tif", folder=True),
+                     "an image folder DIR/[split/]class/<images> (PNG, JPEG, GIF, BMP, TIFF by content)",
+                     folder=True, checker="histolib.data.folders:check_folder"),
     "kaggle": Source("histolib.data.kaggle:selection", "kaggle:DIR",
                      "Kaggle's histopathologic-cancer-detection layout: train/<id>.tif + train_labels.csv",
                      folder=True),
@@ -91,16 +96,21 @@ SPECS = tuple(source.form for source in SOURCES.values())
 @dataclass(frozen=True)
 class Download:
     """One data set the command can fetch (a row of `DOWNLOADS`): ``"module:function"`` of a
-    ``function(out_dir) -> Path | list[Path]`` that downloads MD5-checked files, and a summary."""
+    ``function(out_dir) -> Path | list[Path]`` that downloads checked files, a summary, and how
+    the files are checked."""
 
     fetcher: str
     summary: str
+    checked: str = "MD5 checked"
 
 
 #: name -> `Download`: what ``histolib data NAME --out DIR`` fetches.
 DOWNLOADS: dict[str, Download] = {
     "pcam": Download("histolib.data.pcam:download_pcam", "the PatchCamelyon .h5.gz files (about 7.5 GB)"),
     "cmu-region": Download("histolib.slide:download_cmu_region", "OpenSlide's CMU-1-Small-Region.svs (1.9 MB)"),
+    "ovarian": Download("histolib.data.ovarian:download_ovarian",
+                        "the 498 real ovarian subtype micrographs from Mendeley Data (about 40 MB)",
+                        "every file SHA-256 checked against the package's manifest"),
 }
 
 
@@ -117,12 +127,25 @@ def download(name: str, out_dir) -> list[Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
+def _spec_suggestion(spec: str) -> str | None:
+    """What an unknown ``spec`` most likely meant: ``folder:PATH`` for a bare folder path,
+    else the closest kind with the part after the colon kept (``foldr:/data`` ->
+    ``folder:/data``, ``synthetic-pcm:64`` -> ``synthetic-pcam:64``)."""
+    if Path(spec).is_dir():
+        return f"folder:{spec}"
+    kind, _, arg = spec.partition(":")
+    match = closest(kind, SOURCES)
+    if match is None:
+        return None
+    return f"{match}:{arg}" if arg else SOURCES[match].form
+
+
 def _parse(spec: str) -> tuple[Source, str | None]:
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"spec must be a string, one of {SPECS}. Received: spec={spec!r}")
     kind, _, arg = spec.partition(":")
     if kind not in SOURCES:
-        raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(SPECS)}")
+        raise unknown_name("data spec", spec, SPECS, argument="spec", suggestion=_spec_suggestion(spec))
     source = SOURCES[kind]
     if source.folder and not arg:
         raise ValueError(f"spec {kind!r} needs a directory, as in '{kind}:DIR'. Received: spec={spec!r}")
@@ -174,9 +197,11 @@ def load(spec: str, split: str = "train", *, batch_size: int = 64, image_size=No
             (``"pcam-seed"``, ``"pcam"``, ``"subtype"``); training split only.
         seed: seed for splits, shuffling, augmentation and synthetic data.
         fractions: ``(train, valid, test)`` for sources without splits.
-        group_by: keep a patient or slide in one split: ``"patient"`` for
-            ``synthetic-subtype``; a callable ``path -> key`` or a regular expression on the file
-            name for ``folder:`` and ``kaggle:``.
+        group_by: keep a patient, slide or family of near-duplicates in one split:
+            ``"patient"`` for ``synthetic-subtype``; for ``folder:`` and ``kaggle:``
+            ``"near-duplicates"``, a groups table (``pathlib.Path`` to a CSV ``file,group``), a
+            mapping, a callable ``path -> key`` or a regular expression on the file name (see
+            :mod:`histolib.data.groups`).
         oversample: ``None``; ``"after"`` (RandomOverSampler on the training split only); or
             ``"before"``, the ovarian seed's leaky order (see :mod:`histolib.data.splits`).
 
@@ -214,3 +239,32 @@ def info(spec: str, split: str = "train", *, seed: int = 0, fractions=(0.8, 0.1,
     """
     sel = _selection(spec, split, fractions=fractions, seed=seed, group_by=group_by, oversample=oversample)
     return {"class_names": list(sel.class_names), "counts": sel.counts()}
+
+
+def rows(spec: str, split: str = "train", *, seed: int = 0, fractions=(0.8, 0.1, 0.1), group_by=None,
+         oversample: str | None = None):
+    """What each row of a split is and its label, in :func:`load`'s order without shuffling, without
+    decoding images.
+
+    Returns:
+        ``(items, labels)``: ``items`` the file path of each row for folder sources (indices into
+        the whole set for the synthetic ones; ``None`` where a source cannot say), ``labels`` int32
+        ``(n,)``.
+    """
+    sel = _selection(spec, split, fractions=fractions, seed=seed, group_by=group_by, oversample=oversample)
+    labels = sel.labels() if callable(sel.labels) else sel.labels
+    return sel.items, labels
+
+
+def check(spec: str) -> None:
+    """Decode every file of ``spec`` once, before anything trains, where the source can
+    (``folder:DIR``: :func:`histolib.data.folders.check_folder`, cached per folder); ``load``
+    does the same on first use. Other sources: nothing to do.
+
+    Raises:
+        ValueError: one message naming the first ten unreadable files and counting the rest.
+    """
+    source, arg = _parse(spec)
+    if source.checker is not None:
+        module, _, function = source.checker.partition(":")
+        getattr(importlib.import_module(module), function)(arg)

@@ -179,19 +179,11 @@ def cover_boxes(height: int, width: int, tile: int) -> np.ndarray:
 
 
 def _groups_arg(groups, files, root: Path) -> np.ndarray:
-    names = [str(p.relative_to(root)) for p in files]
     if groups is None:
-        return np.array(names)
-    if isinstance(groups, dict):
-        missing = [n for n in names if n not in groups]
-        if missing:
-            raise ValueError(f"groups has no entry for {len(missing)} files, e.g. {missing[0]!r}. "
-                             f"Received: groups with {len(groups)} entries")
-        return np.array([str(groups[n]) for n in names])
-    if callable(groups):
-        return np.array([str(groups(n)) for n in names])
-    raise ValueError("groups must be None (one group per file), a {relative path: group} dict or a "
-                     f"callable path -> group. Received: groups={type(groups).__name__}")
+        return np.array([p.relative_to(root).as_posix() for p in files])
+    from histolib.data.groups import group_keys
+
+    return np.asarray(group_keys([str(p) for p in files], groups, root=root)).astype(str)
 
 
 def ovarian_bags(root, *, tile: int | None = 96, groups=None, per_class: int | None = None,
@@ -206,9 +198,10 @@ def ovarian_bags(root, *, tile: int | None = 96, groups=None, per_class: int | N
         root: a folder of class folders, e.g. ``../shared/data/ovarian``.
         tile: the tile side in pixels; ``None`` makes the whole image one tile (a bag of one,
             which an encoder resizes to its input: the whole-image baseline).
-        groups: ``None`` (each file its own group), a dict from a file's path relative to
-            ``root`` to its group (near-duplicates in one group, e.g. from
-            `histolib.data.duplicates`), or a callable doing the same.
+        groups: ``None`` (each file its own group) or what `histolib.data.groups.group_keys`
+            takes: ``"near-duplicates"`` (an image and its rotated, zoomed, re-coloured copies in
+            one group, `histolib.data.duplicates`), a groups table, a dict from a file's path
+            relative to ``root`` to its group, a callable or a regular expression.
         per_class: keep only this many images of each class (a seeded draw; ``None``: all).
         seed: seeds the ``per_class`` draw.
 

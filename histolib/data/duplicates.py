@@ -327,3 +327,17 @@ def read_groups(path) -> dict[str, str]:
     if not isinstance(groups, dict) or not isinstance(groups.get("groups"), list):
         raise ValueError(f'{path}: expected {{"groups": [[path, ...], ...]}}')
     return {member: group[0] for group in groups["groups"] for member in group}
+
+
+def spec_files(spec: str) -> tuple[list[str], Path]:
+    """The image files and data root of a ``folder:DIR`` or ``kaggle:DIR`` spec."""
+    kind, _, arg = spec.partition(":")
+    if kind == "folder" and arg:
+        from histolib.data import folders
+
+        return list(folders.all_files(arg)), Path(arg)
+    if kind == "kaggle" and arg:
+        from histolib.data import kaggle
+
+        return list(kaggle.read_table(arg)[0]), Path(arg)
+    raise ValueError(f"near-duplicate groups need image files: a folder:DIR or kaggle:DIR spec. Received: spec={spec!r}")

@@ -2,11 +2,11 @@
 
 A MIL head over a frozen encoder only ever needs each tile's feature vector, so
 `tile_features` runs the encoder once per tile and stores the result in `cache_dir`
-(``$HISTOLIB_CACHE/features``, by default ``~/.cache/histolib/features``), never beside the data.
-The cache is keyed by everything that decides the numbers: the encoder (its architecture and
-the bytes of every weight) and each tile (its source file's folder, name,
-size and modification time, and the box cut from it). Change any of them and those features
-are computed afresh; files written by another version of this module are not read.
+(``$HISTOLIB_CACHE/tile-features``, by default ``~/.cache/histolib/tile-features``), never
+beside the data. The cache is keyed by everything that decides the numbers: the encoder (its
+architecture and the bytes of every weight) and each tile (its source file's folder, name, size
+and modification time, and the box cut from it). Change any of them and those features are
+computed afresh; files written by another version of this module are not read.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ CACHE_VERSION = 1
 
 
 def cache_dir() -> Path:
-    """Where features are cached (not created here): ``features/`` in the user cache of
+    """Where features are cached (not created here): ``tile-features/`` in the user cache of
     `histolib.cache` (``$HISTOLIB_CACHE``, else ``$XDG_CACHE_HOME/histolib``, else
     ``~/.cache/histolib``)."""
-    return cache.cache_dir() / "features"
+    return cache.cache_dir() / "tile-features"
 
 
 def encoder_fingerprint(encoder) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +47,11 @@ def read_tiff(data, path="<bytes>") -> np.ndarray:
     """Decode TIFF bytes with tifffile into uint8 ``(h, w, 3)``; ``ValueError`` names ``path``."""
     import tifffile
 
+    # tf.numpy_function hands over bytes in graph mode and 0-d object arrays when eager.
+    data, path = (x.item() if isinstance(x, np.ndarray) else x for x in (data, path))
     path = path.decode() if isinstance(path, bytes) else str(path)
     try:
-        image = np.asarray(tifffile.imread(io.BytesIO(bytes(data))))
+        image = np.asarray(tifffile.imread(io.BytesIO(data)))
     except Exception as err:  # tifffile raises many types; say which file, keep the cause
         raise ValueError(f"corrupt or unreadable TIFF image: {path} ({type(err).__name__}: {err})") from err
     if image.ndim == 2:
@@ -107,6 +110,29 @@ def decode(path):
 def read_image(path) -> np.ndarray:
     """Read one image file as uint8 ``(h, w, 3)``, by its content, as the data pipeline does."""
     return decode(tf.constant(str(path))).numpy()
+
+
+_FAILURES = (
+    (re.compile(r"corrupt or unreadable image file \(not a complete [^)]*\):'?\]?\s*(?:\[|b')([^\]'\n]+)"),
+     "no longer reads as an image (changed after the folder check?)"),
+    (re.compile(r"corrupt or unreadable TIFF image: (.+?) \("), "no longer reads as a TIFF image"),
+    (re.compile(r"\[image\] \[([^\]]+)\] \[has size\]"),
+     "has another size than the first image; pass image_size (--image-size) to resize"),
+)
+
+
+def describe_failure(error) -> str | None:
+    """One line naming the file, for a TensorFlow error raised while the pipeline decoded it
+    (:func:`decode`'s checks, the size check of :mod:`histolib.data.folders`); ``None`` for other
+    errors. Such an error reaches a user from deep inside ``model.fit`` or ``predict``."""
+    if not type(error).__module__.startswith("tensorflow"):
+        return None
+    text = getattr(error, "message", None) or str(error)
+    for pattern, what in _FAILURES:
+        found = pattern.search(text)
+        if found:
+            return f"{found.group(1).strip()} {what}"
+    return None
 
 
 def diagnose(path) -> str | None:

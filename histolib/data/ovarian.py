@@ -9,7 +9,8 @@ other side of a split.
 
 `MANIFEST` (``histolib/data/ovarian.sha256``, package data) lists every file's SHA-256 as
 ``sha256sum`` prints it; :func:`verify` checks a folder against it and :func:`download_ovarian`
-fetches the archive, unpacks it and checks every file, failing within seconds when offline.
+(``histolib data ovarian --out DIR``) fetches the archive, unpacks it and checks every file,
+failing within seconds when offline.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
-from histolib.data._net import reachable
+from histolib.data._net import download
 
 MANIFEST = Path(__file__).resolve().with_name("ovarian.sha256")
 """``<sha256>  ./<class>/<file>`` per line, the 498 files as published."""
@@ -29,7 +29,6 @@ MANIFEST = Path(__file__).resolve().with_name("ovarian.sha256")
 DOI = "10.17632/kztymsrjx9"
 DOWNLOAD_URL = "https://data.mendeley.com/public-api/zip/kztymsrjx9/download/1"
 """Mendeley Data's "download all" archive of the dataset (version 1)."""
-DOWNLOAD_HOST = "data.mendeley.com"
 
 DISPLAY_NAMES = {"Clear_Cell": "CC", "Endometri": "EC", "Mucinous": "MC", "Serous": "HGSC+LGSC"}
 """The ovarian seed's abbreviations for the folder names (``Non_Cancerous`` keeps its name;
@@ -81,7 +80,7 @@ def verify(root) -> int:
 
 
 def _by_hand(out: Path) -> str:
-    return (f"download the dataset by hand from https://doi.org/{DOI} (or {DOWNLOAD_URL}), unpack it "
+    return (f"Download the dataset by hand from https://doi.org/{DOI} (or {DOWNLOAD_URL}), unpack it "
             f"so that {out}/Clear_Cell/35.JPG and the other class folders exist, then run "
             f"'histolib data ovarian --out {out}' again to check the files")
 
@@ -106,8 +105,10 @@ def _unpack(archive: Path, out: Path) -> None:
 def download_ovarian(out_dir="data/downloads/ovarian", *, timeout: float = 60.0) -> Path:
     """Download the ovarian micrographs from Mendeley Data into ``out_dir`` and check every file.
 
-    A folder that already passes :func:`verify` is kept as it is. Offline, fails within about five
-    seconds with a ``ConnectionError`` saying where to put the files by hand.
+    A folder that already passes :func:`verify` is kept as it is, without the network. Otherwise
+    the archive comes through `histolib.data._net.download` (offline: a ``ConnectionError``
+    within about five seconds saying where to put the files by hand), is unpacked into
+    ``out_dir/<class>/<file>`` and removed, and every file is checked against `MANIFEST`.
 
     Returns:
         ``out_dir``, ready for the spec ``folder:out_dir``.
@@ -122,16 +123,11 @@ def download_ovarian(out_dir="data/downloads/ovarian", *, timeout: float = 60.0)
         return out
     except ValueError:
         pass
-    if not reachable(DOWNLOAD_HOST, 443, timeout=5.0):
-        raise ConnectionError(f"cannot reach {DOWNLOAD_HOST}: {_by_hand(out)}")
-    out.mkdir(parents=True, exist_ok=True)
-    archive = out / "kztymsrjx9.zip.part"
+    archive = download(DOWNLOAD_URL, out / "kztymsrjx9.zip", timeout=timeout, by_hand=_by_hand(out))
     try:
-        with urllib.request.urlopen(DOWNLOAD_URL, timeout=timeout) as response, open(archive, "wb") as f:
-            shutil.copyfileobj(response, f, length=1 << 20)
         _unpack(archive, out)
-    except (OSError, zipfile.BadZipFile) as err:
-        raise ConnectionError(f"download of {DOWNLOAD_URL} failed ({err}): {_by_hand(out)}") from err
+    except zipfile.BadZipFile as err:
+        raise ConnectionError(f"{DOWNLOAD_URL} did not give a zip archive ({err}): {_by_hand(out)}") from err
     finally:
         archive.unlink(missing_ok=True)
     verify(out)

@@ -1,5 +1,9 @@
-"""Attention layers over image tokens and over bags of instances, in Keras 3 (``keras.ops``
-only, any backend).
+"""Every Keras layer of histolib, registered under the package name ``"histolib"``.
+
+``import histolib`` imports this package, so ``keras.saving.load_model`` finds these layers in a
+saved histolib model without further imports.
+
+Attention layers over image tokens, in Keras 3 (``keras.ops`` only, any backend):
 
 - `SelfAttention`: single-head scaled dot-product attention, the PCam seed's block.
 - `ThresholdedAttention`: unscaled softmax with below-uniform weights zeroed, the ovarian
@@ -19,10 +23,22 @@ Over bags of instances (multiple-instance learning, `histolib.layers.mil`):
   mask; ``return_attention_scores=True`` gives ``(pooled, scores)``, one weight per instance.
 - `MaskedGlobalMaxPooling1D`: the max over a bag's real instances (Keras's
   ``GlobalMaxPooling1D`` ignores masks).
+
+Others:
+
+- `RandomFlips`, `RandomHEDJitter`: random preprocessing for the augmentation sets of
+  `histolib.data.augment` (run inside ``tf.data`` under any backend);
+- `TrainingAugmentation`: an augmentation set inside a model, on in training steps only
+  (`histolib.models.with_augmentation`);
+- `FoldedBatchNorm`: the identity that stands where a batch norm was folded away
+  (`histolib.models.fold_batch_norm`).
 """
 
+from histolib.layers.augmentation import TrainingAugmentation
 from histolib.layers.differential import DifferentialAttention, lambda_init_for_depth
+from histolib.layers.folded import FoldedBatchNorm
 from histolib.layers.mil import AttentionMILPooling, MaskedGlobalMaxPooling1D
+from histolib.layers.preprocessing import RandomFlips, RandomHEDJitter
 from histolib.layers.self_attention import SelfAttention
 from histolib.layers.thresholded import ThresholdedAttention
 from histolib.layers.tokens import to_tokens
@@ -31,8 +47,12 @@ __all__ = [
     "AttentionMILPooling",
     "DifferentialAttention",
     "MaskedGlobalMaxPooling1D",
+    "FoldedBatchNorm",
+    "RandomFlips",
+    "RandomHEDJitter",
     "SelfAttention",
     "ThresholdedAttention",
+    "TrainingAugmentation",
     "lambda_init_for_depth",
     "to_tokens",
 ]

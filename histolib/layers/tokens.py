@@ -12,6 +12,16 @@ import keras
 from keras import ops
 
 
+def _rank_3_or_4(shape, name: str) -> tuple:
+    shape = tuple(shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            "Expected tokens (batch, n, channels) or a feature map (batch, h, w, channels). "
+            f"Received: {name}={shape}"
+        )
+    return shape
+
+
 def to_tokens(x):
     """Flatten a feature map ``(batch, h, w, c)`` to tokens ``(batch, h * w, c)``.
 
@@ -22,14 +32,9 @@ def to_tokens(x):
     Raises:
         ValueError: for any other rank, or a map with unknown spatial size.
     """
-    shape = tuple(x.shape)
+    shape = _rank_3_or_4(x.shape, "inputs.shape")
     if len(shape) == 3:
         return x
-    if len(shape) != 4:
-        raise ValueError(
-            "Expected tokens (batch, n, channels) or a feature map (batch, h, w, channels). "
-            f"Received: inputs.shape={shape}"
-        )
     _, h, w, c = shape
     if h is None or w is None or c is None:
         raise ValueError(
@@ -41,17 +46,11 @@ def to_tokens(x):
 
 def token_shape(input_shape) -> tuple:
     """The token shape ``(batch, n, c)`` for an input shape of rank 3 or 4 (see `to_tokens`)."""
-    shape = tuple(input_shape)
+    shape = _rank_3_or_4(input_shape, "input_shape")
     if len(shape) == 3:
         return shape
-    if len(shape) != 4:
-        raise ValueError(
-            "Expected tokens (batch, n, channels) or a feature map (batch, h, w, channels). "
-            f"Received: input_shape={shape}"
-        )
     _, h, w, c = shape
-    n = None if h is None or w is None else h * w
-    return (shape[0], n, c)
+    return (shape[0], None if h is None or w is None else h * w, c)
 
 
 def softmax_float32(scores):

@@ -21,7 +21,10 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
   `build_tile_encoder(backbone)` the frozen tile encoder, `attention_scores(model, inputs)`
   each instance's attention weight.
 - `fold_batch_norm(model)`: an inference copy with each BatchNormalization folded into the
-  convolution before it (faster, most of all under ``mixed_bfloat16`` on a CPU).
+  convolution before it (faster, most of all under ``mixed_bfloat16`` on a CPU);
+  `calibrate_batch_norm(model, images)` gives a random backbone's batch norms real statistics.
+- `parameter_counts(model)`: trainable and frozen parameters; `write_application_weights`
+  saves weights in the layout of Keras's application files (stand-ins for offline use).
 - `get_backbone(name)` gives a backbone's spec (scaling, sizes, Grad-CAM layer, channels);
   `gradcam_layer_name(model)` the Grad-CAM layer of a built model. Feature-map sizes at 96,
   224 and 299 pixels are tabulated in `histolib.models.backbones`.
@@ -51,9 +54,9 @@ from histolib.models.backbones import (
     gradcam_layer_name,
     list_backbones,
 )
-from histolib.models.classifier import build_classifier
+from histolib.models.classifier import build_classifier, parameter_counts
 from histolib.models.ensemble import build_ensemble
-from histolib.models.fold import fold_batch_norm
+from histolib.models.fold import calibrate_batch_norm, fold_batch_norm
 from histolib.models.mil import POOLINGS, attention_scores, build_mil_classifier, build_tile_encoder
 from histolib.models.outputs import (
     class_probabilities,
@@ -64,7 +67,7 @@ from histolib.models.outputs import (
 )
 from histolib.models.registry import MODELS, ModelEntry, build_model, list_models, model_options, register_model
 from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model, build_seed_subtype_model
-from histolib.models.weights import WeightsNotFoundError
+from histolib.models.weights import WeightsNotFoundError, write_application_weights
 
 __all__ = [
     "BACKBONES",
@@ -83,6 +86,7 @@ __all__ = [
     "build_seed_pcam_model",
     "build_seed_subtype_model",
     "build_tile_encoder",
+    "calibrate_batch_norm",
     "class_probabilities",
     "fold_batch_norm",
     "get_backbone",
@@ -92,8 +96,10 @@ __all__ = [
     "list_models",
     "loss_for",
     "model_options",
+    "parameter_counts",
     "positive_probability",
     "predicted_class",
     "with_augmentation",
     "register_model",
+    "write_application_weights",
 ]

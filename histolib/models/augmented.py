@@ -3,7 +3,7 @@
 Augmenting in ``tf.data`` keeps the host busy: on a CPU without AVX-512 the augmented stream of
 PCam patches measured about a quarter of the plain one's images/s, and an accelerator fed by a
 few host cores waits on it. `with_augmentation` moves the augmentation into the model, right
-after its input, as a `histolib.data.augment.TrainingAugmentation` layer: it runs inside the
+after its input, as a `histolib.layers.TrainingAugmentation` layer: it runs inside the
 compiled training step (TensorFlow or JAX), is the identity at inference, and is saved with
 the model.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import keras
 
@@ -169,3 +170,11 @@ def build_classifier(
     # jit_compile and tf.function open with the model's name.
     name = backbone if attention is None else f"{backbone}_{attention}"
     return keras.Model(inputs, outputs, name=name)
+
+
+def parameter_counts(model: keras.Model) -> dict:
+    """``{"trainable": n, "frozen": m}``: the parameters a gradient reaches, and the rest
+    (frozen layers' weights, and batch norm's moving statistics, which are never trained)."""
+    return {"trainable": sum(int(math.prod(w.shape)) for w in model.trainable_weights),
+            "frozen": sum(int(math.prod(w.shape)) for w in model.non_trainable_weights)}
+

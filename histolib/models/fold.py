@@ -16,20 +16,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from histolib.layers.folded import FoldedBatchNorm
+
 #: Convolutions a following BatchNormalization can be folded into.
 FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
-
-
-@keras.saving.register_keras_serializable(package="histolib")
-class FoldedBatchNorm(keras.layers.Layer):
-    """Where a BatchNormalization was, after `fold_batch_norm`: passes its input through
-    unchanged (it takes the ``training`` and ``mask`` arguments the batch norm was called with)."""
-
-    def call(self, inputs, training=None, mask=None):
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
 
 def _producer(layer):
@@ -103,3 +93,39 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         weights = _folded_weights(layer, pairs[layer.name]) if layer.name in pairs else layer.get_weights()
         folded.get_layer(layer.name).set_weights(weights)
     return folded
+
+
+def calibrate_batch_norm(model: keras.Model, images, *, until: str | None = None, freeze: bool = True) -> keras.Model:
+    """Give a randomly initialised backbone's batch norms the statistics of ``images``.
+
+    A batch norm that was never trained holds mean 0 and variance 1, so in inference mode (the
+    mode of a frozen layer) it rescales nothing and a random backbone's signal shrinks layer by
+    layer (MobileNet's pooled features end near 1e-20). One forward pass over ``images`` in
+    training mode with momentum 0 makes each batch norm's moving statistics those of that batch;
+    then, with ``freeze``, the layers up to ``until`` stop training. ``model`` is changed in
+    place (momenta restored afterwards).
+
+    Args:
+        model: a functional ``keras.Model``.
+        images: a batch ``(b, h, w, 3)`` as the model takes it (e.g. 64 training images).
+        until: the name of the last layer to calibrate and freeze (e.g. the backbone's
+            ``gradcam_layer``); ``None``: the whole model.
+        freeze: set ``trainable = False`` on every layer up to ``until``.
+
+    Returns:
+        ``model``.
+    """
+    end = len(model.layers) if until is None else model.layers.index(model.get_layer(until)) + 1
+    layers = model.layers[:end]
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0  # the moving statistics become this batch's
+    keras.Model(model.inputs, layers[-1].output)(images, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+    if freeze:
+        for layer in layers:
+            layer.trainable = False
+    return model
+

@@ -118,7 +118,7 @@ def build_mil_classifier(
     return keras.Model(inputs, outputs, name=f"mil_{pooling}")
 
 
-def attention_scores(model: keras.Model, inputs, *, batch_size: int = 64) -> np.ndarray:
+def attention_scores(model: keras.Model, inputs) -> np.ndarray:
     """The attention weight of every instance, from a `build_mil_classifier` model.
 
     Args:
@@ -133,9 +133,10 @@ def attention_scores(model: keras.Model, inputs, *, batch_size: int = 64) -> np.
     if not isinstance(pool, AttentionMILPooling):
         raise ValueError(f"{model.name} pools by {type(pool).__name__}, which has no attention weights. "
                          "Received: a model built with pooling='mean' or 'max'")
-    # The instances as the pooling sees them, (batch, n, c); then the pooling itself, eagerly
-    # (calling it again inside the graph, on the tensor it already pools, is not a model Keras builds).
+    # The instances as the pooling sees them, (batch, n, c), then the pooling itself, both called
+    # eagerly: calling the pooling again inside the graph, on the tensor it already pools, is not a
+    # model Keras builds, and a predict function per call would be traced anew every time.
     embedded = keras.Model(model.input, model.get_layer("dropout").output)
-    instances = embedded.predict(inputs, batch_size=batch_size, verbose=0)
+    instances = embedded(inputs, training=False)
     _, scores = pool(instances, mask=np.asarray(inputs["mask"], bool), return_attention_scores=True)
     return keras.ops.convert_to_numpy(scores)

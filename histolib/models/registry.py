@@ -6,7 +6,7 @@ weights=..., **options)`` and a one-line summary. The table is filled from the b
 its names here (``<backbone>``, ``<backbone>+<attention>`` and, with ImageNet weights,
 ``seed-subtype-<backbone>``). Other models join with `register_model`::
 
-    register_model("mil-abmil", build_abmil, summary="attention-MIL over tile bags")
+    register_model("my-model", build_my_model, summary="what it is, in one line")
 
 `list_models` and the command's ``--model`` help read the same table, so they cannot disagree.
 """
@@ -22,7 +22,9 @@ import keras
 
 from histolib.models.backbones import BACKBONES, get_backbone
 from histolib.models.classifier import ATTENTIONS, build_classifier
+from histolib.models.mil import POOLINGS, build_mil_classifier
 from histolib.models.seed import build_seed_pcam_model, build_seed_subtype_model
+from histolib.names import unknown_name
 
 SEED_SUBTYPE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if spec.constructor)
 
@@ -57,12 +59,12 @@ def register_model(name: str, build: Callable[..., keras.Model], *, summary: str
     MODELS[name] = ModelEntry(build, summary)
 
 
-def _seed_pcam(*, num_classes, input_shape, weights):
+def _seed_pcam(*, num_classes, input_shape, weights, centre_inputs=False):
     if num_classes != 2:
         raise ValueError(f"seed-pcam is a binary model (one sigmoid output). Received: num_classes={num_classes}")
     if weights not in ("auto", None):
         raise ValueError(f"seed-pcam trains from scratch; pass weights='auto' or None. Received: weights={weights!r}")
-    return build_seed_pcam_model(input_shape or (96, 96, 3))
+    return build_seed_pcam_model(input_shape or (96, 96, 3), centre_inputs=centre_inputs)
 
 
 def _seed_subtype(backbone, *, num_classes, input_shape, weights):
@@ -78,8 +80,22 @@ def _classifier(backbone, attention, *, num_classes, input_shape, weights, freez
                             backbone_size=backbone_size)
 
 
+def _mil(pooling, *, num_classes, input_shape, weights, units=128, embedding=64, dropout=0.25):
+    if weights not in ("auto", None):
+        raise ValueError(f"MIL heads over tile features train from scratch; pass weights='auto' or None. "
+                         f"Received: weights={weights!r}")
+    shape = tuple(input_shape or (None, 256))
+    if len(shape) != 2 or not isinstance(shape[1], int):
+        raise ValueError("A MIL head takes bags of features: input_shape=(instances, channels), e.g. (None, 256). "
+                         f"Received: input_shape={input_shape!r}")
+    return build_mil_classifier(shape[1], pooling=pooling, num_classes=num_classes, units=units,
+                                embedding=embedding, dropout=dropout)
+
+
 def _fill_table() -> None:
     register_model("seed-pcam", _seed_pcam, summary="the PCam seed's CNN + self-attention (binary, sigmoid)")
+    register_model("seed-pcam-centred", functools.partial(_seed_pcam, centre_inputs=True),
+                   summary="seed-pcam with its inputs centred to [-1, 1]: learns on the built-in patches")
     for backbone in SEED_SUBTYPE_BACKBONES:
         register_model(f"seed-subtype-{backbone}", functools.partial(_seed_subtype, backbone),
                        summary=f"the ovarian seed's model on a frozen {backbone}")
@@ -88,6 +104,9 @@ def _fill_table() -> None:
             name = backbone if attention is None else f"{backbone}+{attention}"
             register_model(name, functools.partial(_classifier, backbone, attention),
                            summary=f"{backbone}, {attention or 'no'} attention, softmax head")
+    for pooling in POOLINGS:
+        register_model(f"mil-{pooling}", functools.partial(_mil, pooling),
+                       summary=f"multiple-instance head over bags of tile features, {pooling} pooling")
 
 
 _fill_table()
@@ -123,10 +142,19 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
 
     - ``"seed-pcam"``: `build_seed_pcam_model` (binary, sigmoid ``(batch, 1)``; trained from
       scratch, so ``weights`` must be ``"auto"`` or ``None``);
+    - ``"seed-pcam-centred"``: the same with ``centre_inputs=True`` (a parameter-free
+      ``Rescaling(2, -1)`` first). The seed's model as published sits at a constant prediction
+      on the built-in synthetic patches (validation AUC 0.5 after two epochs); centred, it
+      reaches about 0.87 (chapter 5 and the README's first example);
     - ``"seed-subtype-<backbone>"``: `build_seed_subtype_model` on ``inception_v3``,
       ``xception`` or ``mobilenet`` (input 224 x 224 unless ``input_shape`` says otherwise);
     - ``"<backbone>"`` and ``"<backbone>+<attention>"``: `build_classifier`, e.g.
-      ``"mobilenet+differential"``, ``"seed_cnn+self"`` (input 96 x 96 unless told).
+      ``"mobilenet+differential"``, ``"seed_cnn+self"`` (input 96 x 96 unless told);
+    - ``"mil-mean"``, ``"mil-max"``, ``"mil-attention"``, ``"mil-gated"``:
+      `build_mil_classifier` over bags of precomputed tile features, input
+      ``{"features": (batch, n, c), "mask": (batch, n)}`` with ``input_shape=(None, c)``
+      (default ``(None, 256)``, MobileNet 0.25's features); options ``units``, ``embedding``,
+      ``dropout`` (chapter 10).
 
     Args:
         name: a model name.
@@ -144,11 +172,11 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
             ``backbone_size`` (see `build_classifier`); none for the seeds' models.
 
     Raises:
-        ValueError: for an unknown name (the message lists the valid ones).
+        ValueError: for an unknown name (the message suggests the closest and lists them all).
         TypeError: for options the name's builder does not take (the message names them).
     """
     if name not in MODELS:
-        raise ValueError(f"Unknown model name. Valid names: {', '.join(MODELS)}. Received: name={name!r}")
+        raise unknown_name("model name", name, MODELS, plural="model names")
     build = MODELS[name].build
     _check_options(name, options)
     previous = keras.config.dtype_policy()

@@ -91,3 +91,37 @@ def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
         f"{cached.parent}, or pass weights=None or a weights file path. "
         f"Received: weights='imagenet'"
     )
+
+
+def write_application_weights(model, path) -> Path:
+    """Write ``model``'s weights in the layout of Keras's own application files (legacy HDF5).
+
+    The layout ``keras.applications`` constructors load with ``weights=<file>``: attributes
+    ``layer_names``, ``backend`` and ``keras_version``, and a group per layer whose
+    ``weight_names`` list its weights, trainable first. Use it to make a stand-in for an
+    ImageNet file (a randomly initialised backbone saved under Keras's file name, see
+    `BackboneSpec.weights_file`) to try the offline route through ``$HISTOLIB_WEIGHTS_DIR``.
+
+    Args:
+        model: a Keras model, e.g. ``keras.applications.MobileNet(include_top=False, weights=None)``.
+        path: the ``.h5`` file to write.
+
+    Returns:
+        ``path``.
+    """
+    import h5py
+    import keras
+
+    path = Path(path)
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in model.layers]
+        f.attrs["backend"] = keras.backend.backend().encode("utf8")
+        f.attrs["keras_version"] = keras.__version__.encode("utf8")
+        for layer in model.layers:
+            weights = layer.trainable_weights + layer.non_trainable_weights
+            names = [w.path.encode("utf8") for w in weights]
+            group = f.create_group(layer.name)
+            group.attrs["weight_names"] = names
+            for name, weight in zip(names, weights):
+                group.create_dataset(name, data=keras.ops.convert_to_numpy(weight))
+    return path

@@ -19,7 +19,8 @@ One module per job:
   Keras 3 workarounds);
 - :mod:`histolib.saliency.attention`: `attention_map`;
 - :mod:`histolib.saliency.scores`: `energy_in_mask`, `pointing_game`, `localisation`,
-  `randomise_weights`, `randomisation_check`.
+  `randomise_weights`, `randomisation_check`, and `instance_auc` for the attention weights of a
+  multiple-instance model (`histolib.models.attention_scores`).
 
 `overlay` (a map blended over its image) lives with the other drawing in `histolib.plots`; it is
 importable from here too.
@@ -30,6 +31,7 @@ from histolib.saliency.attention import attention_map
 from histolib.saliency.explain import METHODS, Explainer, class_score
 from histolib.saliency.scores import (
     energy_in_mask,
+    instance_auc,
     localisation,
     pointing_game,
     randomisation_check,
@@ -43,6 +45,7 @@ __all__ = [
     "attention_map",
     "overlay",
     "energy_in_mask",
+    "instance_auc",
     "pointing_game",
     "localisation",
     "randomise_weights",

@@ -1,5 +1,8 @@
 """Distribution strategies: a TPU where one is reachable, then mirrored GPUs, then default.
 
+This module chooses (strategy and precision); `histolib.strategy.batches` shapes the batches
+and `histolib.strategy.replicated` holds `fit_replicated`, both importable from here.
+
 ``get_strategy()`` picks one and logs which and why; ``choose_strategy()`` returns the reason
 too. The environment variable ``HISTOLIB_STRATEGY`` overrides the automatic choice:
 
@@ -60,6 +63,9 @@ from typing import NamedTuple
 
 import keras
 import tensorflow as tf
+
+from histolib.strategy.batches import datasets_for_strategy, global_batch_size, make_tpu_safe
+from histolib.strategy.replicated import fit_replicated
 
 log = logging.getLogger(__name__)
 
@@ -279,68 +285,6 @@ def get_strategy(name: str | None = None) -> tf.distribute.Strategy | DataParall
     return choose_strategy(name).strategy
 
 
-def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy | None = None) -> int:
-    """The global batch for ``per_replica`` images on each replica of ``strategy``:
-    ``per_replica * num_replicas_in_sync``. With ``None``, the current Keras distribution's
-    devices where one is set (JAX), else the current TensorFlow strategy's replicas."""
-    if not isinstance(per_replica, int) or per_replica < 1:
-        raise ValueError(f"per_replica must be a positive integer. Received: per_replica={per_replica!r}")
-    if strategy is None and keras.distribution.distribution() is not None:
-        return per_replica * int(keras.distribution.distribution().device_mesh.devices.size)
-    strategy = strategy or tf.distribute.get_strategy()
-    return per_replica * strategy.num_replicas_in_sync
-
-
-def make_tpu_safe(
-    dataset: tf.data.Dataset, batch_size: int, *, num_examples: int | None = None
-) -> tf.data.Dataset:
-    """Rebatch ``dataset`` into full batches of static shape, as TPUs and XLA want.
-
-    Args:
-        dataset: batched ``(images (b, h, w, c), labels (b,))``, as ``histolib.data.load``
-            gives, with ``h``, ``w`` and ``c`` known; the last batch may be short.
-        batch_size: the global batch (see `global_batch_size`).
-        num_examples: how many examples ``dataset`` holds (e.g. ``sum(info(...)["counts"])``),
-            if known. Rebatching loses the dataset's cardinality; with ``num_examples`` it is
-            restored as ``num_examples // batch_size`` steps. Give it (or ``steps_per_epoch`` to
-            ``fit``) under a strategy: with an unknown cardinality Keras 3.15 ends each epoch
-            on the exhausted iterator, and under MirroredStrategy on two CPU replicas that left
-            the replicas' weights differing by ~1e-5 after a few epochs in our tests, while with
-            a known cardinality they stay bit-identical.
-
-    Returns:
-        The same examples in order, in batches of exactly ``batch_size`` (the remainder
-        dropped), with element spec ``(batch_size, h, w, c)`` / ``(batch_size,)``, prefetched.
-
-    Raises:
-        ValueError: for a non-positive ``batch_size`` or ``num_examples``, or images of
-            unknown size.
-    """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
-    if num_examples is not None and (not isinstance(num_examples, int) or num_examples < batch_size):
-        raise ValueError(
-            f"num_examples must be an integer >= batch_size ({batch_size}). "
-            f"Received: num_examples={num_examples!r}"
-        )
-    images, labels = dataset.element_spec
-    if images.shape.rank != 4 or None in images.shape[1:]:
-        raise ValueError(
-            "make_tpu_safe needs batched images (batch, h, w, c) with h, w, c known; set "
-            f"image_size when loading. Received: element_spec images shape={images.shape}"
-        )
-    image_shape = [batch_size, *images.shape[1:]]
-    label_shape = [batch_size, *labels.shape[1:]]
-    dataset = dataset.rebatch(batch_size, drop_remainder=True)
-    dataset = dataset.map(
-        lambda x, y: (tf.ensure_shape(x, image_shape), tf.ensure_shape(y, label_shape)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    if num_examples is not None:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples // batch_size))
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
 #: The Keras dtype policies `choose_precision` picks from.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -348,9 +292,11 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 def choose_precision(name: str = "auto") -> str:
     """The Keras dtype policy for ``name``; ``"auto"`` picks per device.
 
-    ``mixed_bfloat16`` on TPUs and on CPUs with bfloat16 instructions (AVX-512 BF16 or AMX:
-    measured 97 against 73 images/s for the seed model), ``mixed_float16`` on GPUs, ``float32``
-    otherwise. Other names of `PRECISIONS` are returned as they are.
+    ``mixed_bfloat16`` on TPUs and, under TensorFlow, on CPUs with bfloat16 instructions
+    (AVX-512 BF16 or AMX: measured 97 against 73 images/s for the seed model),
+    ``mixed_float16`` on GPUs, ``float32`` otherwise, and on any CPU under JAX: XLA's CPU
+    backend does not use those instructions for convolutions (``bench/train_step.py``, the
+    JAX rows). Other names of `PRECISIONS` are returned as they are.
     """
     if name not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={name!r}")
@@ -358,6 +304,10 @@ def choose_precision(name: str = "auto") -> str:
         return name
     from histolib.provenance import has_bfloat16
 
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(jax.devices()[0].platform, "float32")
     if tf.config.list_logical_devices("TPU"):
         return "mixed_bfloat16"
     if tf.config.list_physical_devices("GPU"):
@@ -365,96 +315,8 @@ def choose_precision(name: str = "auto") -> str:
     return "mixed_bfloat16" if has_bfloat16() else "float32"
 
 
-def datasets_for_strategy(kind: str, train_ds, val_ds, *, batch_size: int, train_examples: int,
-                          valid_examples: int):
-    """``(train_ds, val_ds)`` shaped for a strategy of ``kind`` (a `StrategyChoice` kind).
-
-    Under a TPU both get `make_tpu_safe`'s full static batches. Under a mirrored strategy the
-    training data does too: a known number of steps keeps the replicas in lock-step (with an
-    unknown length they drift apart by ~1e-5 over a few epochs), while validation keeps every
-    image. Otherwise both pass unchanged.
-
-    Args:
-        kind: ``"tpu"``, ``"mirrored"``, ``"multiworker"`` or ``"default"``.
-        train_ds, val_ds: batched datasets as ``histolib.data.load`` gives them.
-        batch_size: the global batch.
-        train_examples, valid_examples: images in each split (``sum(info(...)["counts"])``).
-    """
-    if kind in ("tpu", "mirrored"):
-        train_ds = make_tpu_safe(train_ds, batch_size, num_examples=train_examples)
-    if kind == "tpu":
-        val_ds = make_tpu_safe(val_ds, batch_size, num_examples=valid_examples)
-    return train_ds, val_ds
-
-
-def fit_replicated(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    *,
-    epochs: int = 1,
-    strategy: tf.distribute.Strategy | None = None,
-) -> list[float]:
-    """Train a compiled ``model`` with a ``strategy.run`` loop; works under any strategy.
-
-    The model must be built and compiled (with one loss, e.g.
-    ``histolib.models.loss_for(model)``, and an optimizer) inside ``strategy.scope()``. Each
-    replica computes its per-example losses, averages them over the *global* batch
-    (``tf.nn.compute_average_loss``), adds its share of the regularisation losses, and the
-    optimizer all-reduces the gradients, so every replica applies the same update.
-
-    Args:
-        model: the compiled model.
-        dataset: global batches ``(images, labels)`` of a static size, as `make_tpu_safe`
-            gives them.
-        epochs: passes over ``dataset``.
-        strategy: the strategy the model was built under; ``None`` for the current one.
-
-    Returns:
-        The mean training loss of each epoch (regularisation included), a list of floats.
-
-    Raises:
-        ValueError: for a model compiled without a loss or optimizer, or a dataset whose
-            batch size is not static.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    if getattr(model, "optimizer", None) is None or getattr(model, "loss", None) is None:
-        raise ValueError(
-            "fit_replicated needs a model compiled with an optimizer and a loss. "
-            f"Received: model.loss={getattr(model, 'loss', None)!r}"
-        )
-    global_batch = dataset.element_spec[1].shape[0]
-    if global_batch is None:
-        raise ValueError(
-            "fit_replicated needs batches of a static size; pass the dataset through "
-            f"make_tpu_safe. Received: labels shape={dataset.element_spec[1].shape}"
-        )
-    loss = keras.losses.get(model.loss)
-    per_example = loss.call if isinstance(loss, keras.losses.Loss) else loss
-    with strategy.scope():
-        model.optimizer.build(model.trainable_variables)
-    distributed = strategy.experimental_distribute_dataset(dataset)
-
-    def replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            probs = model(images, training=True)
-            if probs.shape[-1] == 1 and labels.shape.rank == 1:  # sigmoid (b, 1), labels (b,)
-                labels = tf.expand_dims(labels, -1)
-            value = tf.nn.compute_average_loss(
-                per_example(labels, probs), global_batch_size=global_batch
-            )
-            if model.losses:
-                value += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        grads = tape.gradient(value, model.trainable_variables)
-        model.optimizer.apply(grads, model.trainable_variables)
-        return value
-
-    @tf.function
-    def step(batch):
-        per_replica = strategy.run(replica_step, args=batch)
-        return strategy.reduce("SUM", per_replica, axis=None)
-
-    history = []
-    for _ in range(epochs):
-        losses = [float(step(batch)) for batch in distributed]
-        history.append(sum(losses) / len(losses))
-    return history
+__all__ = [
+    "CHOICES", "JAX_CHOICES", "PRECISIONS", "DataParallel", "StrategyChoice", "choose_precision",
+    "choose_strategy", "datasets_for_strategy", "devices_of", "fit_replicated", "get_strategy",
+    "global_batch_size", "make_tpu_safe", "training_scope",
+]
