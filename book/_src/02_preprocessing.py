@@ -243,7 +243,6 @@ PIPELINES = {
 # %% tags=["nbval-ignore-output"]
 fresh = data.load(SUBTYPE_SPEC, "train", image_size=IMAGE_SIZE, seed=SEED + 1, fractions=(1.0, 0.0, 0.0),
                   batch_size=256)
-fresh_labels = np.concatenate([y.numpy() for _, y in fresh])
 results = {}
 for pipeline, options in PIPELINES.items():
     keras.utils.set_random_seed(SEED)
@@ -256,11 +255,8 @@ for pipeline, options in PIPELINES.items():
         out_dir=tempfile.mkdtemp(prefix="leak-"), epochs=EPOCHS, patience=EPOCHS, seed=SEED, verbose=0,
     )
     test = data.load(SUBTYPE_SPEC, "test", batch_size=256, **load)
-    test_labels = np.concatenate([y.numpy() for _, y in test])
-    results[pipeline] = {
-        "own test split": evaluate.classification_metrics(test_labels, run.model.predict(test, verbose=0)),
-        "fresh images": evaluate.classification_metrics(fresh_labels, run.model.predict(fresh, verbose=0)),
-    }
+    results[pipeline] = {"own test split": evaluate.evaluate_model(run.model, test),
+                         "fresh images": evaluate.evaluate_model(run.model, fresh)}
 
 # %% tags=["nbval-ignore-output"]
 scores = pd.DataFrame({

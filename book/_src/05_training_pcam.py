@@ -340,8 +340,9 @@ figure
 # %% [markdown]
 # ## 7. The threshold chosen on validation data
 #
-# A sigmoid model calls a patch tumour when its probability is at least a threshold. 0.5 is a
-# convention, not a property of the model: the seed's published precision of 93.8 % against a
+# A sigmoid model calls a patch tumour when its probability is above a threshold (a probability
+# equal to it is called normal). 0.5 is a convention, not a property of the model: the seed's
+# published precision of 93.8 % against a
 # recall of 70.9 % shows a model whose best cut lay lower. `fit` chooses the threshold on the
 # **validation** data, with the best weights, by Youden's J (the ROC point that maximises
 # TPR - FPR, the same as maximising balanced accuracy), and stores it beside the model. It is

@@ -45,6 +45,7 @@ if "google.colab" in sys.modules:
 # %%
 %matplotlib inline
 %config InlineBackend.figure_formats = ["jpeg"]  # tissue pictures: JPEG keeps the stored notebook small
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -92,7 +93,8 @@ if MODEL_PATH.is_file():
     threshold = evaluate.read_threshold(MODEL_PATH)
     source = "the seed's model trained on 20,000 real PCam patches (book/results)"
 else:
-    fitted = train.fit(lambda: build_seed_pcam_model(centre_inputs=True), data.load(SYNTHETIC, "train", batch_size=32, shuffle=True, seed=SEED),
+    fitted = train.fit(functools.partial(build_seed_pcam_model, centre_inputs=True),
+                       data.load(SYNTHETIC, "train", batch_size=32, shuffle=True, seed=SEED),
                        data.load(SYNTHETIC, "valid", batch_size=64, seed=SEED),
                        out_dir=tempfile.mkdtemp(prefix="histolib-ch08-"), epochs=FALLBACK_EPOCHS, seed=SEED, verbose=0)
     model, threshold = fitted.model, fitted.threshold["threshold"]
@@ -267,7 +269,7 @@ if region is not None:
     result = slide.heatmap(model, region, stride=STRIDE)
     scored = result.probability[np.isfinite(result.probability)]
     print(f"{result.n_scored} of {result.n_tiles} tiles scored; "
-          f"{(scored >= threshold).mean():.0%} of them at or above the threshold")
+          f"{(scored > threshold).mean():.0%} of them above the threshold (called tumour)")
     display(slide.draw_heatmap(region, result, title=f"tumour probability, {result.n_scored} tissue tiles, stride {STRIDE}"))
 
 # %% [markdown]
@@ -321,7 +323,7 @@ if region is not None:
 #    saliency.localisation(saliency.Explainer(model, "gradcam")(1, x, layer="conv2"), lesion)
 #    ```
 # 2. ```python
-#    run = train.fit(lambda: build_classifier("seed_cnn", attention="differential", weights=None),
+#    run = train.fit(functools.partial(build_classifier, "seed_cnn", attention="differential", weights=None),
 #                    data.load(SYNTHETIC, "train", batch_size=32, shuffle=True), data.load(SYNTHETIC, "valid"),
 #                    out_dir=tempfile.mkdtemp(), epochs=10)
 #    saliency.localisation(saliency.attention_map(run.model, x), lesion)

@@ -68,19 +68,24 @@ RESULTS = Path(os.environ.get("HISTOLIB_RESULTS", "results"))  # recorded runs, 
 SPLIT_SEED = 42  # the ovarian seed's random_state for RandomOverSampler and the splits
 FRACTIONS = (0.8, 0.1, 0.1)  # the ovarian seed's train / valid / test
 PCAM_TEST = 32_768  # PatchCamelyon's official test split, balanced
+PUBLISHED = json.loads(Path("results/published.json").read_text())  # the seeds' figures, typed once
 print(f"profile {PROFILE!r}; recorded runs read from {RESULTS.resolve().name}/")
 
 # %% [markdown]
 # ## 1. Where the numbers come from
 #
-# Runs that take longer than a chapter may (the real-data PCam run takes half an hour or more on
+# The seeds' published figures are typed once, from their pages (copied in
+# `shared/seeds/published-results.md`), into `book/results/published.json`; every number this
+# chapter attributes to a seed is read from there (`PUBLISHED`). Runs that take longer than a
+# chapter may (the real-data PCam run takes half an hour or more on
 # this CPU) are recorded once, as JSON under `book/results/`, with the exact command, the git commit,
 # package versions, wall time, the machine, and for data folders the number of files and a digest
 # of the file list. The book reads them and never recomputes them. These are the records present
 # when this page was executed:
 
 # %% tags=["nbval-ignore-output"]
-records = {path.name: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
+records = {path.name: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))
+           if path.name != "published.json"}
 if records:
     provenance = pd.DataFrame({
         name: {
@@ -109,13 +114,15 @@ else:
 # (`oversample_order="before"`) on the published class counts.
 
 # %%
-counts = synthetic.subtype_counts()  # the seed's published class counts
+counts = synthetic.subtype_counts()  # synthetic-subtype's class counts: the seed's
+assert counts == PUBLISHED["ovarian"]["class_counts"]
 labels = np.repeat(np.arange(len(synthetic.SUBTYPE_CLASSES)),
                    [counts[c] for c in synthetic.SUBTYPE_CLASSES])  # classes in alphabetical order
 seed_split = {s: splits.select(labels, s, fractions=FRACTIONS, seed=SPLIT_SEED, oversample_order="before")
               for s in splits.SPLITS}
 sizes = pd.DataFrame({
-    "published": [3082, 5940, 4752, 594, 594],
+    "published": [sum(counts.values()), PUBLISHED["ovarian"]["oversampled_rows"],
+                  *PUBLISHED["ovarian"]["split_rows"].values()],
     "histolib": [len(labels), sum(len(v) for v in seed_split.values()),
                  *(len(seed_split[s]) for s in splits.SPLITS)],
 }, index=["images", "rows after oversampling", "train rows", "valid rows", "test rows"])
@@ -159,20 +166,11 @@ print("corrected order: test rows with a copy in train =", splits.count_shared(f
 # (nearly) equal class sizes the accuracy is the mean of the per-class recalls.
 
 # %%
-report = pd.DataFrame(
-    [("InceptionV3", "CC", 0.78, 0.96, 0.86), ("InceptionV3", "EC", 0.78, 0.64, 0.70),
-     ("InceptionV3", "HGSC", 0.69, 0.54, 0.60), ("InceptionV3", "LGSC", 0.85, 0.94, 0.90),
-     ("InceptionV3", "MC", 0.87, 0.92, 0.89),
-     ("Xception", "CC", 0.86, 0.92, 0.89), ("Xception", "EC", 0.74, 0.66, 0.69),
-     ("Xception", "HGSC", 0.75, 0.51, 0.61), ("Xception", "LGSC", 0.74, 0.95, 0.83),
-     ("Xception", "MC", 0.88, 0.96, 0.92),
-     ("MobileNet", "CC", 0.62, 0.75, 0.68), ("MobileNet", "EC", 0.76, 0.26, 0.39),
-     ("MobileNet", "HGSC", 0.58, 0.44, 0.50), ("MobileNet", "LGSC", 0.73, 0.87, 0.79),
-     ("MobileNet", "MC", 0.60, 0.90, 0.72)],
-    columns=["backbone", "class", "precision", "recall", "f1"],
-)
-printed = pd.DataFrame({"accuracy": [0.80, 0.80, 0.64], "macro F1": [0.79, 0.79, 0.62]},
-                       index=["InceptionV3", "Xception", "MobileNet"])
+reports = PUBLISHED["ovarian"]["reports"]
+report = pd.DataFrame([{"backbone": backbone, "class": name, **row}
+                       for backbone, r in reports.items() for name, row in r["classes"].items()])
+printed = pd.DataFrame({backbone: {"accuracy": r["accuracy"], "macro F1": r["macro_f1"]}
+                        for backbone, r in reports.items()}).T
 per_backbone = report.groupby("backbone", sort=False)
 consistency = printed.assign(**{
     "mean recall": per_backbone["recall"].mean(),
@@ -213,17 +211,17 @@ for backbone in ["InceptionV3", "Xception", "MobileNet"]:
 
 # %%
 pcam_model = build_seed_pcam_model()
-print(f"parameters: {pcam_model.count_params():,} (published {SEED_PCAM_PARAMS:,})")
-assert pcam_model.count_params() == SEED_PCAM_PARAMS
+print(f"parameters: {pcam_model.count_params():,} (published {PUBLISHED['pcam']['parameters']:,})")
+assert pcam_model.count_params() == PUBLISHED["pcam"]["parameters"] == SEED_PCAM_PARAMS
 
 # %% [markdown]
 # Its splits: TFDS's PCam train split of 262,144 patches cut 85/15 into 222,822 and 39,322, and the
 # official test split of 32,768. The arithmetic holds:
 
 # %%
-tfds_train = 262_144
+tfds_train, rows = PUBLISHED["pcam"]["tfds_train"], PUBLISHED["pcam"]["split_rows"]
 print(f"15 % of {tfds_train:,} = {0.15 * tfds_train:,.1f} -> {round(0.15 * tfds_train):,} validation, "
-      f"{tfds_train - round(0.15 * tfds_train):,} train (published 39,322 / 222,822)")
+      f"{tfds_train - round(0.15 * tfds_train):,} train (published {rows['valid']:,} / {rows['train']:,})")
 
 # %% [markdown]
 # Its four test metrics (accuracy 83.1 %, precision 93.8 %, recall 70.9 %, F1 80.8 %) can be checked
@@ -231,11 +229,13 @@ print(f"15 % of {tfds_train:,} = {0.15 * tfds_train:,.1f} -> {round(0.15 * tfds_
 # precision fix the whole confusion matrix, and with it the accuracy and F1.
 
 # %%
+test = PUBLISHED["pcam"]["test"]
 positives = negatives = PCAM_TEST // 2
-tp = 0.709 * positives
-fp = tp * (1 / 0.938 - 1)
-implied = {"accuracy": (tp + negatives - fp) / PCAM_TEST, "f1": 2 * 0.938 * 0.709 / (0.938 + 0.709)}
-pd.DataFrame({"published": {"accuracy": 0.831, "f1": 0.808}, "implied by precision and recall": implied}).round(4)
+tp = test["recall"] * positives
+fp = tp * (1 / test["precision"] - 1)
+implied = {"accuracy": (tp + negatives - fp) / PCAM_TEST,
+           "f1": 2 * test["precision"] * test["recall"] / (test["precision"] + test["recall"])}
+pd.DataFrame({"published": {k: test[k] for k in implied}, "implied by precision and recall": implied}).round(4)
 
 # %% [markdown]
 # The four published numbers are consistent with each other: the model calls few patches tumour
@@ -305,6 +305,9 @@ else:
 # "added" marks what the book measured beyond both seeds.
 
 # %% tags=["nbval-ignore-output"]
+ovarian_scores = ", ".join(f"{b} {r['accuracy']:.2f} / {r['macro_f1']:.2f}" for b, r in reports.items())
+pcam_scores = ", ".join(f"{'F1' if k == 'f1' else k} {100 * v:.1f} %" for k, v in test.items())
+peak, veeling = PUBLISHED["pcam"]["validation_peak"], PUBLISHED["anchors"][0]
 reproduce_ovarian = ("Python: data.load('folder:DIR', split, image_size=224, batch_size=16, seed=42, "
                      "oversample='before') with build_seed_subtype_model(backbone) and train.fit "
                      "(learning_rate=1e-4, patience=5); the ImageNet weights in HISTOLIB_WEIGHTS_DIR")
@@ -313,13 +316,14 @@ mil_auc = pd.DataFrame(mil["per_seed"]).groupby(["setting", "pooling"])["bag AUC
 scorecard = pd.DataFrame([
     ("ovarian", "3,082 images in five classes (HGSC 1,188 ... LGSC 287)", "checked",
      "class counts used throughout; synthetic-subtype has the same counts", "-"),
-    ("ovarian", "oversampled to 5,940 rows, split 4,752 / 594 / 594", "reproduced",
+    ("ovarian", f"oversampled to {PUBLISHED['ovarian']['oversampled_rows']:,} rows, split "
+     + " / ".join(f"{n:,}" for n in PUBLISHED["ovarian"]["split_rows"].values()), "reproduced",
      "section 2: histolib.data.splits, seed's order", "-"),
     ("ovarian", "test scores are on images the models did not train on (implied)", "refuted",
      f"section 2: {splits.count_shared(train_rows, test_rows)} of 594 test rows are training images", "-"),
     ("ovarian", "macro F1 and accuracy of each printed report", "checked",
      "section 3: consistent with the per-class rows", "-"),
-    ("ovarian", "test accuracy / macro F1: InceptionV3 0.80 / 0.79, Xception 0.80 / 0.79, MobileNet 0.64 / 0.62",
+    ("ovarian", f"test accuracy / macro F1: {ovarian_scores}",
      "not reproduced here", "ovarian images and ImageNet weights not on this machine; chapter 6 runs the "
      "same pipelines on synthetic data with random backbones (mechanics only)", reproduce_ovarian),
     ("ovarian", "the same models without the leak", "not reproduced here",
@@ -327,9 +331,10 @@ scorecard = pd.DataFrame([
      "--image-size 224 --batch-size 16 --lr 1e-4 --patience 5 --epochs 50 --seed 42 --out runs/ovarian-seed-clean"),
     ("ovarian", "'differential attention' (the thresholded block)", "reproduced",
      "chapter 4: the block rebuilt and checked by hand; Ye et al.'s differential attention beside it", "-"),
-    ("PCam", "494,337 parameters", "reproduced", "section 4", "-"),
-    ("PCam", "85/15 cut of the train split: 222,822 / 39,322", "checked", "section 4: arithmetic", "-"),
-    ("PCam", "test accuracy 83.1 %, F1 80.8 %, precision 93.8 %, recall 70.9 %", "checked",
+    ("PCam", f"{PUBLISHED['pcam']['parameters']:,} parameters", "reproduced", "section 4", "-"),
+    ("PCam", f"85/15 cut of the train split: {rows['train']:,} / {rows['valid']:,}", "checked",
+     "section 4: arithmetic", "-"),
+    ("PCam", f"test {pcam_scores}", "checked",
      "section 4: the four agree with each other", "-"),
     ("PCam", "the same four on PCam's test split", "not reproduced here",
      "full PCam not on this machine; our real run is scored on valid (section 5)"
@@ -337,7 +342,7 @@ scorecard = pd.DataFrame([
      "histolib data pcam --out data/pcam && histolib train --data pcam-h5:data/pcam --model seed-pcam "
      "--epochs 20 --augment pcam-seed --out runs/pcam-full && histolib evaluate --model runs/pcam-full/best.keras "
      "--data pcam-h5:data/pcam --split test --json runs/pcam-full/test.json"),
-    ("PCam", "validation peak 92.6 % (epoch 9)", "not reproduced here",
+    ("PCam", f"validation peak {100 * peak['accuracy']:.1f} % (epoch {peak['epoch']})", "not reproduced here",
      "its validation rows came from the train split; this book selects on a separate split (section 5)",
      "-"),
     ("PCam", "Grad-CAM pictures (described, not shown)", "measured differently",
@@ -351,7 +356,8 @@ scorecard = pd.DataFrame([
          f"mean {mil_auc['several', 'mean']:.3f}, max {mil_auc['several', 'max']:.3f}; one tumour patch per bag: "
          f"gated {mil_auc['one', 'gated']:.3f}" if mil else "full run not recorded yet"),
      "HISTOLIB_PROFILE=full jupyter nbconvert --to notebook --execute book/10_attention_mil.ipynb --output-dir /tmp/ch10"),
-    ("anchor", "P4M-DenseNet 89.8 % / AUC 0.963 (Veeling et al. 2018)", "not reproduced here",
+    ("anchor", f"{veeling['model']} {100 * veeling['accuracy']:.1f} % / AUC {veeling['auc']} (Veeling et al. 2018)",
+     "not reproduced here",
      "a different model; quoted as a yardstick", "-"),
 ], columns=["seed", "claim", "status", "what this book did", "command that checks it"])
 with pd.option_context("display.max_colwidth", None):
@@ -400,7 +406,8 @@ scorecard["status"].value_counts()
 #
 # ## Resources
 #
-# - The seeds' published figures: `shared/seeds/published-results.md` (copied from their pages).
+# - The seeds' published figures: `book/results/published.json`, typed from
+#   `shared/seeds/published-results.md` (copied from their pages).
 # - Kapoor and Narayanan (2023), *Leakage and the reproducibility crisis in machine-learning-based
 #   science*: <https://doi.org/10.1016/j.patter.2023.100804>
 # - Veeling et al. (2018), the PatchCamelyon paper: <https://arxiv.org/abs/1806.03962>
