@@ -68,7 +68,9 @@ def split_frozen(model: keras.Model) -> tuple[keras.Model, keras.Model]:
         head = keras.Model(cut, model.outputs[0], name=f"{model.name}_head")
     except ValueError as error:
         raise ValueError(f"model {model.name!r} cannot be cut after {layers[end - 1].name!r}: {error}") from error
-    return keras.Model(model.inputs[0], cut, name=f"{model.name}_backbone"), head
+    # Named after the cut, not the model: the features' cache key hashes the backbone's architecture
+    # (names included), so heads over the same frozen prefix share one cache entry.
+    return keras.Model(model.inputs[0], cut, name=f"frozen_to_{layers[end - 1].name}"), head
 
 
 def _fingerprint(backbone: keras.Model) -> str:

@@ -47,6 +47,12 @@ def test_unsplittable_models_say_why():
         frozen.split_frozen(with_augmentation(_model(), "pcam-seed"))
 
 
+def _model_with_other_head():
+    model = _model()
+    x = keras.layers.Dense(4, name="other")(model.get_layer("pool").output)
+    return keras.Model(model.inputs, x, name="other_head")
+
+
 @pytest.fixture()
 def folder(tmp_path):
     images, labels, _ = synthetic.pcam_patches(10, seed=2)
@@ -70,6 +76,22 @@ def test_views_computed_once_and_cached(folder, monkeypatch, tmp_path):
                                                        paths=paths), first)
     with pytest.raises(ValueError, match="views must be 1, or more with an augmentation set"):
         frozen.feature_views(backbone, ds, views=2)
+
+
+def test_heads_over_one_frozen_prefix_share_the_cached_features(folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("HISTOLIB_CACHE", str(tmp_path / "cache"))
+    ds = data.load(f"folder:{folder}", "train", batch_size=4, fractions=(1.0, 0.0, 0.0))
+    paths = sorted(str(p) for p in folder.glob("*/*.png"))
+    keras.utils.set_random_seed(1)
+    first, _ = frozen.split_frozen(_model())
+    stored = frozen.feature_views(first, ds, paths=paths)
+    keras.utils.set_random_seed(1)  # the same frozen weights, another head after the attention
+    other, _ = frozen.split_frozen(_model_with_other_head())
+    monkeypatch.setattr(other, "predict_on_batch", lambda x: pytest.fail("computed again"))
+    np.testing.assert_array_equal(frozen.feature_views(other, ds, paths=paths), stored)
+    keras.utils.set_random_seed(2)  # other frozen weights: other features
+    changed, _ = frozen.split_frozen(_model())
+    assert not np.allclose(frozen.feature_views(changed, ds, paths=paths), stored)
 
 
 def test_one_view_per_image_redrawn_every_epoch():
