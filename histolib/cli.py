@@ -78,9 +78,10 @@ def _model_name(text):
     from histolib import models
     from histolib.names import unknown_name
 
-    if text not in models.MODELS:
+    names = models.list_models()
+    if text not in names:
         raise argparse.ArgumentTypeError(
-            str(unknown_name("model name", text, models.list_models(), argument="--model", plural="model names")))
+            str(unknown_name("model name", text, names, argument="--model", plural="model names")))
     if text.startswith("mil-"):
         raise argparse.ArgumentTypeError(
             f"{text} trains on bags of tile features (histolib.data.bags), which the command does not make; "

@@ -25,14 +25,14 @@ machines nothing waits on Google's metadata server.
 Keras 3 on JAX (``KERAS_BACKEND=jax``, the route that works on Colab's TPU runtimes, which no
 longer ship TensorFlow): strategies are TensorFlow's concept, and the choices are
 
-============  ==================================================================
-auto          (default) data-parallel where JAX sees two or more devices, else
-              default
-data-parallel `DataParallel`: ``keras.distribution.DataParallel`` over all of
-              JAX's devices (TPU cores, GPUs, or the CPU split into N devices by
-              ``XLA_FLAGS=--xla_force_host_platform_device_count=N``)
-default       one device
-============  ==================================================================
+=============  =================================================================
+auto           (default) data-parallel where JAX sees two or more devices, else
+               default
+data-parallel  `DataParallel`: ``keras.distribution.DataParallel`` over all of
+               JAX's devices (TPU cores, GPUs, or the CPU split into N devices by
+               ``XLA_FLAGS=--xla_force_host_platform_device_count=N``)
+default        one device
+=============  =================================================================
 
 and ``tpu``, ``mirrored`` and ``multiworker`` are refused with a message. `DataParallel` wears
 the two things of a strategy that `histolib.train.fit` uses, ``scope()`` and
