@@ -44,13 +44,10 @@ def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     return bool(outcome and outcome[0])
 
 
-def md5sum(path, chunk: int = 16 << 20) -> str:
-    """MD5 hex digest of a file, read in chunks of ``chunk`` bytes."""
-    digest = hashlib.md5()
+def md5sum(path) -> str:
+    """MD5 hex digest of a file."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 @contextlib.contextmanager

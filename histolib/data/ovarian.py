@@ -45,13 +45,10 @@ def manifest() -> dict[str, str]:
     return entries
 
 
-def sha256sum(path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
+def sha256sum(path) -> str:
+    """SHA-256 hex digest of a file."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(root) -> int:
