@@ -137,6 +137,8 @@ def test_list_backbones_and_unknown_names():
     assert list_backbones() == ["inception_v3", "xception", "mobilenet", "mobilenet_025", "seed_cnn"]
     with pytest.raises(ValueError, match="Valid backbones: inception_v3, xception, mobilenet, mobilenet_025, seed_cnn"):
         get_backbone("resnet50")
+    assert [get_backbone(n).application for n in ("xception", "mobilenet_025", "seed_cnn")] == [
+        "Xception()", "MobileNet(alpha=0.25)", "(histolib)"]
     with pytest.raises(ValueError, match="attention='cross'"):
         build_classifier("seed_cnn", attention="cross", weights=None)
     with pytest.raises(ValueError, match="num_classes=1"):

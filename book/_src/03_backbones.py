@@ -99,7 +99,7 @@ print(f"profile {PROFILE!r}: backbone weights {WEIGHTS!r}")
 print("backbones:", list_backbones())
 pd.DataFrame([{
     "backbone": s.name,
-    "keras.applications": s.constructor.__name__ if s.constructor else "(histolib)",
+    "keras.applications": s.application,
     "trained at": s.default_size,
     "scaling on [0, 1]": f"x * {s.scale:g} {s.offset:+g}",
     "channels": s.channels,

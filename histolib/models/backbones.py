@@ -66,6 +66,15 @@ class BackboneSpec:
     attention_dim: int = 256
     weights_url: str | None = None
 
+    @property
+    def application(self) -> str:
+        """The ``keras.applications`` call as text, e.g. ``"MobileNet(alpha=0.25)"``; ``"(histolib)"``
+        for ``seed_cnn``."""
+        if self.constructor is None:
+            return "(histolib)"
+        options = ", ".join(f"{k}={v!r}" for k, v in getattr(self.constructor, "keywords", {}).items())
+        return f"{getattr(self.constructor, 'func', self.constructor).__name__}({options})"
+
     def weights_file(self, input_size: int | None = None) -> str | None:
         """Keras's own file name for the ImageNet weights without the top
         (``include_top=False``), as cached under ``~/.keras/models``; ``None`` for a backbone
