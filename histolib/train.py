@@ -207,7 +207,9 @@ def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) ->
     """The seeds' callbacks (ReduceLROnPlateau, or under a schedule `LogLearningRate`;
     EarlyStopping restoring the best weights, ModelCheckpoint of the best epoch where the run is
     resumable, CSVLogger), TensorBoard when asked, and last the run's `EpochCommit`. With
-    ``verbose=0`` the callbacks say nothing either."""
+    ``verbose=0`` the callbacks say nothing either. EarlyStopping never speaks: its "Restoring
+    model weights from the end of the best epoch" after every run is noise beside the progress
+    lines (`FitResult` and ``run.json`` say which epoch was best and whether the run stopped early)."""
     monitor, mode, say = settings["monitor"], settings["mode"], int(verbose != 0)
     reduce_lr = None  # under a schedule, which sets the rate; LogLearningRate logs it instead
     if settings["schedule"] == "plateau":
@@ -215,7 +217,7 @@ def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) ->
             monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
             min_lr=settings["min_lr"], verbose=say)
     early = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=say)
+        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=0)
     callbacks, checkpoint = [LogLearningRate() if reduce_lr is None else reduce_lr, early], None
     if run.resumable:
         checkpoint = keras.callbacks.ModelCheckpoint(

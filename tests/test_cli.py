@@ -1,5 +1,6 @@
 """The histolib command through main([...]), and once as `python -m histolib`."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -249,6 +250,19 @@ def test_tensorflow_notices_are_held_to_the_log_level():
     assert _kept(caught, 2) == caught.splitlines(keepends=True)[5]
     assert _kept(caught, 3) == b""
     assert _kept(b"a line of no record\n", 3) == b"a line of no record\n"
+
+
+def test_train_summary_says_when_the_run_stopped_early(tmp_path, capsys):
+    # EarlyStopping is silent in fit, so the command's summary says it.
+    from histolib.train import FitResult
+
+    result = FitResult(model=None, history=[{"val_loss": 0.4}, {"val_loss": 0.5}, {"val_loss": 0.6}],
+                       threshold={"threshold": 0.41234, "method": "youden"}, out_dir=tmp_path, best_epoch=1,
+                       epochs_done=3, resumed_from=0, already_finished=False, stopped_early=True)
+    cli._print_fit(result, tmp_path)
+    assert "best epoch 1 of 3 (stopped early): val_loss 0.4000" in capsys.readouterr().out
+    cli._print_fit(dataclasses.replace(result, stopped_early=False, epochs_done=3), tmp_path)
+    assert "best epoch 1 of 3: val_loss 0.4000" in capsys.readouterr().out
 
 
 def test_multiworker_is_refused_before_any_data_is_read(tmp_path):
