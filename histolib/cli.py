@@ -77,8 +77,8 @@ def _train(args) -> int:
 def _print_fit(result, out: Path) -> None:
     best = result.history[result.best_epoch - 1] if result.history else {}
     shown = ", ".join(f"{k} {best[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_auc") if k in best)
-    print(f"best epoch {result.best_epoch} of {result.epochs_done}{' (stopped early)' if result.stopped_early else ''}: "
-          f"{shown}")
+    stopped = " (stopped early)" if result.stopped_early else ""
+    print(f"best epoch {result.best_epoch} of {result.epochs_done}{stopped}: {shown}")
     threshold = result.threshold.get("threshold")
     print(f"threshold {threshold if threshold is None else round(threshold, 4)} "
           f"({result.threshold.get('method')}, chosen on valid)")

@@ -207,9 +207,8 @@ def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) ->
     """The seeds' callbacks (ReduceLROnPlateau, or under a schedule `LogLearningRate`;
     EarlyStopping restoring the best weights, ModelCheckpoint of the best epoch where the run is
     resumable, CSVLogger), TensorBoard when asked, and last the run's `EpochCommit`. With
-    ``verbose=0`` the callbacks say nothing either. EarlyStopping never speaks: its "Restoring
-    model weights from the end of the best epoch" after every run is noise beside the progress
-    lines (`FitResult` and ``run.json`` say which epoch was best and whether the run stopped early)."""
+    ``verbose=0`` the callbacks say nothing either; EarlyStopping never does (its "Restoring model
+    weights from the end of the best epoch" after every run is noise: `FitResult` says it)."""
     monitor, mode, say = settings["monitor"], settings["mode"], int(verbose != 0)
     reduce_lr = None  # under a schedule, which sets the rate; LogLearningRate logs it instead
     if settings["schedule"] == "plateau":
@@ -273,9 +272,8 @@ def _finish(model, val_ds, run: RunFolder, *, resumed_from: int) -> FitResult:
 def _settings(model, strategy, loss: str, *, learning_rate, patience, lr_patience, lr_factor, min_lr, monitor,
               mode, class_weight, seed, epochs, deterministic, steps_per_epoch, validation_steps, steps_per_execution,
               checkpoints, schedule, warmup_epochs) -> dict:
-    """The settings of a `fit` run, as ``run.json`` records them and a resumed run must match:
-    `fit`'s arguments, with the compiled ``model``'s loss, classes, parameters and name and the
-    ``strategy``'s backend, replicas and devices."""
+    """``run.json``'s settings of a `fit` run, which a resumed run must match: `fit`'s arguments, the
+    compiled ``model``'s loss, classes, parameters and name, the ``strategy``'s backend and devices."""
     from histolib.strategy import devices_of
 
     return {
@@ -301,11 +299,10 @@ def _already_finished(model, run: RunFolder) -> FitResult:
     return _result(model, run, resumed_from=run.epochs_done, already_finished=True)
 
 
-def _train_and_finish(model, train_ds, val_ds, run: RunFolder, *, class_weight, tensorboard: bool,
-                      verbose) -> FitResult:
+def _train_and_finish(model, train_ds, val_ds, run: RunFolder, *, class_weight, tensorboard: bool, verbose):
     """Train the opened ``run`` on from its last finished epoch (unless its epochs are all done and
-    only the finish is missing), then finish it: the best weights, the threshold, the record. Any
-    error, e.g. an image that stopped decoding, is recorded in the run as its failure, then raised."""
+    only the finish is missing), then finish it and return its `FitResult`. Any error, e.g. an
+    image that stopped decoding, is recorded in the run as its failure, then raised."""
     settings, resumed_from = run.state["settings"], run.epochs_done
     try:
         if not run.trained(settings["epochs"]):
@@ -313,8 +310,7 @@ def _train_and_finish(model, train_ds, val_ds, run: RunFolder, *, class_weight, 
                       steps_per_epoch=settings["steps_per_epoch"], validation_steps=settings["validation_steps"],
                       class_weight=class_weight,
                       callbacks=_callbacks(run, settings, tensorboard=tensorboard, verbose=verbose),
-                      shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
-                      verbose=verbose)
+                      shuffle=False, verbose=verbose)  # datasets come shuffled (or not) from data.load
         return _finish(model, val_ds, run, resumed_from=resumed_from)
     except BaseException as error:  # e.g. an image that stopped decoding: the record says so
         run.fail(error)
