@@ -8,7 +8,9 @@ helpers, training, evaluation, saliency and slide heatmaps.
 TensorFlow is not a hard dependency of the wheel (it comes through the ``cpu`` or ``gpu``
 extra), so importing histolib checks for it first and says how to install it. Importing histolib
 imports `histolib.layers` (and with it Keras), which registers every histolib layer: after
-``import histolib``, ``keras.saving.load_model`` loads a saved histolib model.
+``import histolib``, ``keras.saving.load_model`` loads a saved histolib model. The C++ notices
+TensorFlow writes to stderr while it is imported are held to ``TF_CPP_MIN_LOG_LEVEL`` (default 1
+here: its warnings and errors show, its INFO notices, such as oneDNN's, do not).
 """
 
 from importlib import util as _util
@@ -22,6 +24,9 @@ if _util.find_spec("tensorflow") is None:  # pragma: no cover - exercised in a b
         "`pip install 'histolib[gpu]'` (tensorflow[and-cuda]); on Colab TensorFlow is already there."
     )
 
-from histolib import layers  # noqa: E402  registers histolib's Keras layers, so load_model finds them
+from histolib._tf_notices import tensorflow_notices_filtered  # noqa: E402
+
+with tensorflow_notices_filtered():  # TensorFlow's import-time INFO notices, held to TF_CPP_MIN_LOG_LEVEL
+    from histolib import layers  # noqa: E402  registers histolib's Keras layers, so load_model finds them
 
 __all__ = ["__version__", "layers"]

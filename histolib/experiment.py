@@ -33,6 +33,45 @@ def _spec_record(spec, info, choice, *, model_name, batch_size, augment, augment
     return record
 
 
+def _choose_strategy(name: str | None, batch_size: int):
+    """`histolib.strategy.choose_strategy`'s choice for ``name``, refusing what the command cannot
+    train with: multiworker, and a batch that does not split evenly over data-parallel devices."""
+    choice = strategies.choose_strategy(name)  # first: it brings up a TPU, if any
+    if choice.kind == "multiworker":
+        raise ValueError("strategy multiworker is not supported here: Keras 3's model.fit fails under Multi"
+                         "WorkerMirroredStrategy (keras-team/keras#20585); use histolib.strategy.fit_replicated")
+    if choice.kind == "data-parallel" and batch_size % choice.replicas:
+        raise ValueError(f"the batch is split evenly over {choice.replicas} devices, so it must be a multiple "
+                         f"of {choice.replicas}. Received: batch_size={batch_size}")
+    return choice
+
+
+def _check_model_options(model_name: str, model_options: dict | None) -> dict:
+    """``model_options`` as a new dict, when the builder of ``model_name`` takes every one of them."""
+    model_options = dict(model_options or {})
+    unknown = sorted(set(model_options) - set(models.model_options(model_name)))
+    if unknown:
+        raise ValueError(f"model {model_name!r} takes no option {unknown} (--fine-tune is freeze, --backbone-size "
+                         f"backbone_size; classifier models take them). Received: model_options={model_options}")
+    return model_options
+
+
+def _builder(model_name: str, *, num_classes: int, image_size, weights, precision: str, model_options: dict,
+             augment: str | None, seed: int):
+    """A zero-argument function building the named model (`histolib.models.build_model`) for
+    ``num_classes`` classes and ``image_size`` square images (``None``: any size), with
+    ``augment`` as a layer after its input when given (`histolib.models.with_augmentation`)."""
+
+    def build():
+        model = models.build_model(
+            model_name, num_classes=num_classes,
+            input_shape=None if image_size is None else (image_size, image_size, 3),
+            weights=None if weights in (None, "none") else weights, dtype_policy=precision, **model_options)
+        return models.with_augmentation(model, augment, seed=seed) if augment else model
+
+    return build
+
+
 def train_from_spec(spec: str, model_name: str, *, out_dir, epochs: int, batch_size: int = 64,
                     image_size: int | None = None, augment: str | None = None, augment_in: str = "data",
                     seed: int = 0, split_seed: int | None = None, groups=None, oversample: str | None = None,
@@ -83,18 +122,8 @@ def train_from_spec(spec: str, model_name: str, *, out_dir, epochs: int, batch_s
     """
     if augment_in not in ("data", "model"):
         raise ValueError(f"augment_in must be 'data' or 'model'. Received: augment_in={augment_in!r}")
-    choice = strategies.choose_strategy(strategy)  # first: it brings up a TPU, if any
-    if choice.kind == "multiworker":
-        raise ValueError("strategy multiworker is not supported here: Keras 3's model.fit fails under Multi"
-                         "WorkerMirroredStrategy (keras-team/keras#20585); use histolib.strategy.fit_replicated")
-    if choice.kind == "data-parallel" and batch_size % choice.replicas:
-        raise ValueError(f"the batch is split evenly over {choice.replicas} devices, so it must be a multiple "
-                         f"of {choice.replicas}. Received: batch_size={batch_size}")
-    model_options = dict(model_options or {})
-    unknown = sorted(set(model_options) - set(models.model_options(model_name)))
-    if unknown:
-        raise ValueError(f"model {model_name!r} takes no option {unknown} (--fine-tune is freeze, --backbone-size "
-                         f"backbone_size; classifier models take them). Received: model_options={model_options}")
+    choice = _choose_strategy(strategy, batch_size)
+    model_options = _check_model_options(model_name, model_options)
     precision = strategies.choose_precision(precision)
     groups = split_record.group_setting(groups)
     split_seed = seed if split_seed is None else split_seed
@@ -104,14 +133,9 @@ def train_from_spec(spec: str, model_name: str, *, out_dir, epochs: int, batch_s
                           augment_in=augment_in, image_size=image_size, precision=precision, weights=weights,
                           **split_record.describe(split_seed=split_seed, groups=groups, oversample=oversample))
     record["model_options"] = model_options
-
-    def build():
-        model = models.build_model(
-            model_name, num_classes=len(info["train"]["class_names"]),
-            input_shape=None if image_size is None else (image_size, image_size, 3),
-            weights=None if weights in (None, "none") else weights, dtype_policy=precision, **model_options)
-        return models.with_augmentation(model, augment, seed=seed) if augment and augment_in == "model" else model
-
+    build = _builder(model_name, num_classes=len(info["train"]["class_names"]), image_size=image_size,
+                     weights=weights, precision=precision, model_options=model_options,
+                     augment=augment if augment_in == "model" else None, seed=seed)
     return frozen.fit_spec(
         build, spec, batch_size=batch_size, image_size=image_size,
         augment=augment if augment_in == "data" else None, seed=seed, views=views,

@@ -207,7 +207,8 @@ def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) ->
     """The seeds' callbacks (ReduceLROnPlateau, or under a schedule `LogLearningRate`;
     EarlyStopping restoring the best weights, ModelCheckpoint of the best epoch where the run is
     resumable, CSVLogger), TensorBoard when asked, and last the run's `EpochCommit`. With
-    ``verbose=0`` the callbacks say nothing either."""
+    ``verbose=0`` the callbacks say nothing either; EarlyStopping never does (its "Restoring model
+    weights from the end of the best epoch" after every run is noise: `FitResult` says it)."""
     monitor, mode, say = settings["monitor"], settings["mode"], int(verbose != 0)
     reduce_lr = None  # under a schedule, which sets the rate; LogLearningRate logs it instead
     if settings["schedule"] == "plateau":
@@ -215,7 +216,7 @@ def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) ->
             monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
             min_lr=settings["min_lr"], verbose=say)
     early = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=say)
+        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=0)
     callbacks, checkpoint = [LogLearningRate() if reduce_lr is None else reduce_lr, early], None
     if run.resumable:
         checkpoint = keras.callbacks.ModelCheckpoint(
@@ -266,6 +267,54 @@ def _finish(model, val_ds, run: RunFolder, *, resumed_from: int) -> FitResult:
     run.finish(_choose_threshold(model, val_ds, validation_steps=settings["validation_steps"],
                                  num_classes=settings["num_classes"]))
     return _result(model, run, resumed_from=resumed_from, already_finished=False)
+
+
+def _settings(model, strategy, loss: str, *, learning_rate, patience, lr_patience, lr_factor, min_lr, monitor,
+              mode, class_weight, seed, epochs, deterministic, steps_per_epoch, validation_steps, steps_per_execution,
+              checkpoints, schedule, warmup_epochs) -> dict:
+    """``run.json``'s settings of a `fit` run, which a resumed run must match: `fit`'s arguments, the
+    compiled ``model``'s loss, classes, parameters and name, the ``strategy``'s backend and devices."""
+    from histolib.strategy import devices_of
+
+    return {
+        "learning_rate": float(learning_rate), "patience": int(patience),
+        "lr_patience": int(max(1, patience - 1) if lr_patience is None else lr_patience),
+        "lr_factor": float(lr_factor), "min_lr": float(min_lr), "monitor": monitor, "mode": mode,
+        "class_weight": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
+        "seed": int(seed), "loss": loss, "num_classes": max(2, int(model.outputs[0].shape[-1])),
+        "epochs": int(epochs), "deterministic": bool(deterministic), "steps_per_epoch": steps_per_epoch,
+        "validation_steps": validation_steps, "steps_per_execution": int(steps_per_execution),
+        "params": int(model.count_params()), "model_name": model.name, "checkpoints": bool(checkpoints),
+        "backend": keras.backend.backend(), "replicas": int(strategy.num_replicas_in_sync),
+        "devices": devices_of(strategy), "schedule": schedule, "warmup_epochs": float(warmup_epochs),
+        "schedule_epochs": int(epochs) if schedule == "cosine" else None,
+    }
+
+
+def _already_finished(model, run: RunFolder) -> FitResult:
+    """A finished run's result, trained no further: its best weights loaded into ``model``."""
+    model.load_weights(run.best_path)
+    print(f"{run.path}: already finished ({run.epochs_done} epochs, best epoch {run.state['best_epoch']}"
+          f"{', stopped early' if run.state.get('stopped_early') else ''}); nothing to train.")
+    return _result(model, run, resumed_from=run.epochs_done, already_finished=True)
+
+
+def _train_and_finish(model, train_ds, val_ds, run: RunFolder, *, class_weight, tensorboard: bool, verbose):
+    """Train the opened ``run`` on from its last finished epoch (unless its epochs are all done and
+    only the finish is missing), then finish it and return its `FitResult`. Any error, e.g. an
+    image that stopped decoding, is recorded in the run as its failure, then raised."""
+    settings, resumed_from = run.state["settings"], run.epochs_done
+    try:
+        if not run.trained(settings["epochs"]):
+            model.fit(train_ds, validation_data=val_ds, epochs=settings["epochs"], initial_epoch=resumed_from,
+                      steps_per_epoch=settings["steps_per_epoch"], validation_steps=settings["validation_steps"],
+                      class_weight=class_weight,
+                      callbacks=_callbacks(run, settings, tensorboard=tensorboard, verbose=verbose),
+                      shuffle=False, verbose=verbose)  # datasets come shuffled (or not) from data.load
+        return _finish(model, val_ds, run, resumed_from=resumed_from)
+    except BaseException as error:  # e.g. an image that stopped decoding: the record says so
+        run.fail(error)
+        raise
 
 
 def fit(model, train_ds, val_ds, *, out_dir, epochs: int, learning_rate: float = 1e-3, patience: int = 3,
@@ -325,7 +374,7 @@ def fit(model, train_ds, val_ds, *, out_dir, epochs: int, learning_rate: float =
         ValueError: for bad arguments, or when ``out_dir`` holds a run made with different
             settings (learning rate, patience, monitor, seed, ...), which cannot be resumed.
     """
-    from histolib.strategy import devices_of, get_strategy, training_scope
+    from histolib.strategy import get_strategy, training_scope
 
     class_weight = _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard)
     rate = _learning_rate(schedule, learning_rate, train_ds, steps_per_epoch, epochs, warmup_epochs)
@@ -334,39 +383,16 @@ def fit(model, train_ds, val_ds, *, out_dir, epochs: int, learning_rate: float =
         tf.config.experimental.enable_op_determinism()
     strategy = get_strategy() if strategy is None else strategy
     with training_scope(strategy):
-        model, loss = _build_and_compile(model, strategy, learning_rate=rate,
-                                         steps_per_execution=steps_per_execution)
-        settings = {
-            "learning_rate": float(learning_rate), "patience": int(patience),
-            "lr_patience": int(max(1, patience - 1) if lr_patience is None else lr_patience),
-            "lr_factor": float(lr_factor), "min_lr": float(min_lr), "monitor": monitor, "mode": mode,
-            "class_weight": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
-            "seed": int(seed), "loss": loss, "num_classes": max(2, int(model.outputs[0].shape[-1])),
-            "epochs": int(epochs), "deterministic": bool(deterministic), "steps_per_epoch": steps_per_epoch,
-            "validation_steps": validation_steps, "steps_per_execution": int(steps_per_execution),
-            "params": int(model.count_params()), "model_name": model.name, "checkpoints": bool(checkpoints),
-            "backend": keras.backend.backend(), "replicas": int(strategy.num_replicas_in_sync),
-            "devices": devices_of(strategy), "schedule": schedule, "warmup_epochs": float(warmup_epochs),
-            "schedule_epochs": int(epochs) if schedule == "cosine" else None,
-        }
+        model, loss = _build_and_compile(model, strategy, learning_rate=rate, steps_per_execution=steps_per_execution)
+        settings = _settings(
+            model, strategy, loss, learning_rate=learning_rate, patience=patience, lr_patience=lr_patience,
+            lr_factor=lr_factor, min_lr=min_lr, monitor=monitor, mode=mode, class_weight=class_weight, seed=seed,
+            epochs=epochs, deterministic=deterministic, steps_per_epoch=steps_per_epoch, schedule=schedule,
+            validation_steps=validation_steps, steps_per_execution=steps_per_execution, checkpoints=checkpoints,
+            warmup_epochs=warmup_epochs)
         run.check(settings)
-        resumed_from = run.epochs_done
         if run.finished(epochs):
-            model.load_weights(run.best_path)
-            print(f"{run.path}: already finished ({resumed_from} epochs, best epoch {run.state['best_epoch']}"
-                  f"{', stopped early' if run.state.get('stopped_early') else ''}); nothing to train.")
-            return _result(model, run, resumed_from=resumed_from, already_finished=True)
-        train_now = not run.trained(epochs)
+            return _already_finished(model, run)
         run.open(settings, command=command, extra_record=extra_record)
-        try:
-            if train_now:
-                model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), initial_epoch=resumed_from,
-                          steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                          class_weight=class_weight,
-                          callbacks=_callbacks(run, settings, tensorboard=tensorboard, verbose=verbose),
-                          shuffle=False,  # datasets come shuffled (or not) from histolib.data.load
-                          verbose=verbose)
-            return _finish(model, val_ds, run, resumed_from=resumed_from)
-        except BaseException as error:  # e.g. an image that stopped decoding: the record says so
-            run.fail(error)
-            raise
+        return _train_and_finish(model, train_ds, val_ds, run, class_weight=class_weight, tensorboard=tensorboard,
+                                 verbose=verbose)

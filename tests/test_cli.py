@@ -1,6 +1,8 @@
 """The histolib command through main([...]), and once as `python -m histolib`."""
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -215,6 +217,52 @@ def test_fine_tuned_resized_classifier_on_a_cosine_schedule(tmp_path, capsys):
     rates = [row["learning_rate"] for row in train.read_history(out)]
     expected = train.learning_rate_schedule("cosine", 0.01, total_steps=4, warmup_steps=1)
     assert rates == pytest.approx([float(expected(2)), 0.0], abs=1e-7)
+
+
+@pytest.mark.parametrize("data, model, expected", [
+    ("folder:{tmp}/absent", "seed-pcam", "image folder not found"),
+    (DATA, "seed-pcm", "did you mean 'seed-pcam'?"),
+])
+def test_a_failing_command_writes_one_line_to_stderr(data, model, expected, tmp_path):
+    # A newcomer's shell: TF_CPP_MIN_LOG_LEVEL unset, oneDNN on. TensorFlow's import-time notices
+    # (absl's banner, the oneDNN and CPU-instructions notices) must not come before the error.
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    result = subprocess.run(
+        [sys.executable, "-m", "histolib", "train", "--data", data.format(tmp=tmp_path), "--model", model,
+         "--epochs", "1", "--out", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**env, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("histolib train: error:"), result.stderr
+    assert expected in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_tensorflow_notices_are_held_to_the_log_level():
+    from histolib._tf_notices import _kept
+
+    caught = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+              b"I0000 00:00:1795890794.527405    9284 port.cc:153] oneDNN custom operations are on.\n"
+              b"I0000 00:00:1795890794.757621    9284 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
+              b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow.\n"
+              b"W0000 00:00:1795890794.8 9284 gpu_device.cc:2] Cannot dlopen some GPU libraries.\n"
+              b"2025-09-17 14:44:05.176998: E external/cuda_fft.cc:467] Unable to register cuFFT factory\n")
+    assert _kept(caught, 0) == caught
+    assert _kept(caught, 1) == b"".join(caught.splitlines(keepends=True)[4:])
+    assert _kept(caught, 2) == caught.splitlines(keepends=True)[5]
+    assert _kept(caught, 3) == b""
+    assert _kept(b"a line of no record\n", 3) == b"a line of no record\n"
+
+
+def test_train_summary_says_when_the_run_stopped_early(tmp_path, capsys):
+    # EarlyStopping is silent in fit, so the command's summary says it.
+    from histolib.train import FitResult
+
+    result = FitResult(model=None, history=[{"val_loss": 0.4}, {"val_loss": 0.5}, {"val_loss": 0.6}],
+                       threshold={"threshold": 0.41234, "method": "youden"}, out_dir=tmp_path, best_epoch=1,
+                       epochs_done=3, resumed_from=0, already_finished=False, stopped_early=True)
+    cli._print_fit(result, tmp_path)
+    assert "best epoch 1 of 3 (stopped early): val_loss 0.4000" in capsys.readouterr().out
+    cli._print_fit(dataclasses.replace(result, stopped_early=False, epochs_done=3), tmp_path)
+    assert "best epoch 1 of 3: val_loss 0.4000" in capsys.readouterr().out
 
 
 def test_multiworker_is_refused_before_any_data_is_read(tmp_path):

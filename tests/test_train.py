@@ -78,6 +78,16 @@ def test_fit_writes_outputs_and_refuses_to_retrain(tmp_path, capsys):
     assert len(json.loads((out / "run.json").read_text())["sessions"]) == 2  # the "already finished" call trains nothing
 
 
+def test_fit_shows_progress_without_keras_restore_chatter(tmp_path, capsys):
+    # EarlyStopping(restore_best_weights=True, verbose=1) ends every run with "Restoring model
+    # weights from the end of the best epoch" (36 such lines in chapter 6's outputs).
+    train_ds, _, _ = tiny_data()
+    result = train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path, epochs=2, patience=5, verbose=2)
+    out = capsys.readouterr().out
+    assert "Epoch 2/2" in out and "val_loss" in out and result.best_epoch in (1, 2)
+    assert "Restoring model weights" not in out and "early stopping" not in out
+
+
 def test_fit_without_checkpoints_keeps_best_weights_and_writes_no_model(tmp_path):
     train_ds, _, _ = tiny_data(seed=0)
     val_ds, _, _ = tiny_data(n=32, seed=1)
