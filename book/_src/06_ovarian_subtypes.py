@@ -168,7 +168,7 @@ pd.DataFrame({"images": files.groupby("class").size(),
 families = sorted((g for g in found.group_paths(OVARIAN) if len(g) > 1), key=len, reverse=True) if REAL else []
 crossing = [g for g in families if len({Path(p).parent for p in g}) > 1]
 if families:
-    print(f"{len(families)} families of two or more files; {len(crossing)} span two class folders"
+    print(f"{len(families)} families of two or more files; {len(crossing)} of them across two class folders"
           + (f", e.g. {', '.join(crossing[0])}" if crossing else ""))
     display(plots.image_groups(families[:3] + crossing[:1] + families[-2:], root=OVARIAN, max_per_group=6))
 
@@ -318,9 +318,8 @@ r = rows["split, then oversample"]
 right = np.argmax(fitted.model.predict(features["corrected"][0, r["test"]].astype("float32"), verbose=0), axis=1) \
     == labels[r["test"]]
 copied = np.isin(group[r["test"]], group[r["train"]])
-pd.DataFrame({"test images": [copied.sum(), (~copied).sum()],
-              "accuracy": [right[copied].mean(), right[~copied].mean()]},
-             index=["with a copy in train", "without"]).round(3)
+pd.DataFrame({"copy in train": np.where(copied, "with a copy in train", "without"), "right": right}) \
+    .groupby("copy in train")["right"].agg(["size", "mean"]).set_axis(["test images", "accuracy"], axis=1).round(3)
 
 # %% [markdown]
 # ## 4. Does attention help?
@@ -343,10 +342,10 @@ for variant, c in comparisons.items():
           f"{c['mean_baseline']:.3f} (difference {c['mean_difference']:+.3f}, paired t-test p = "
           f"{c['ttest_rel']['pvalue']:.2f}): {'a difference' if c['ttest_rel']['pvalue'] < 0.05 else 'no evidence of a difference'} "
           "at the 5 % level")
-pd.DataFrame({variant: {"seeds": c["n"], "mean F1, none": c["mean_baseline"], "mean F1, variant": c["mean_variant"],
+pd.DataFrame({variant: {"mean F1, none": c["mean_baseline"], "mean F1, variant": c["mean_variant"],
                         "difference": c["mean_difference"], "t-test p": c["ttest_rel"]["pvalue"],
                         "Wilcoxon p": c["wilcoxon"]["pvalue"]}
-              for variant, c in comparisons.items()}).T.round(3)
+              for variant, c in comparisons.items()}).T.round(3).rename_axis(f"{len(SEEDS)} seeds")
 
 # %% [markdown]
 # Read this table for its size and sign, seed by seed, before its p-values. With five seeds the
@@ -440,7 +439,7 @@ if record_path.is_file() and test_path.is_file():
           f"({record['environment']['machine']['logical_cpus']} CPUs), {record['precision']}")
     display(pd.DataFrame(recorded["classification_report"]).T.loc[record["data"]["class_names"],
                                                                   ["precision", "recall", "f1-score", "support"]]
-            .rename(index=dict(zip(class_names, names))).round(2))
+            .rename(index=ovarian.DISPLAY_NAMES).round(2))
     print(f"test accuracy {recorded['accuracy']:.3f}, macro F1 {recorded['f1']:.3f}, macro AUC {recorded['auc']:.3f}")
     if REAL:  # section 4's test split is the record's (same seed, same groups) on the real images only
         spread = per_seed["thresholded"]
