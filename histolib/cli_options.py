@@ -143,7 +143,7 @@ def _add_train(commands) -> None:
     t.add_argument("--warmup-epochs", type=float, default=0.0, metavar="E", help="warm-up of the cosine schedule")
     t.add_argument("--precision", default="auto", choices=strategy.PRECISIONS,
                    help="Keras dtype policy; auto: mixed_bfloat16 on TPUs and, under TensorFlow, on CPUs "
-                   "with bfloat16 instructions, mixed_float16 on GPUs, float32 otherwise")
+                   "with bfloat16 instructions and oneDNN on, mixed_float16 on GPUs, float32 otherwise")
     t.add_argument("--strategy", default=None, choices=strategy.CHOICES,
                    help="distribution strategy (default: $HISTOLIB_STRATEGY, else auto: a TPU, else "
                    "mirrored GPUs, else one device; under KERAS_BACKEND=jax: data-parallel over all JAX "

@@ -275,3 +275,24 @@ def test_data_parallel_is_for_jax(no_tpu):
         choose_strategy("data-parallel")
     choice = choose_strategy("default")
     assert choice.replicas == 1 and choice.devices == ["cpu:0"]
+
+
+@pytest.mark.parametrize("setting", ["0", "false", "1", None])
+def test_auto_precision_takes_bfloat16_only_with_the_instructions_and_onednn(monkeypatch, setting):
+    """Without oneDNN TensorFlow emulates bfloat16 (18x float32's CPU time for the seed model), so
+    ``auto`` means float32 there even on a CPU with AVX-512 BF16; named policies pass through."""
+    from histolib.provenance import has_bfloat16
+
+    if tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        pytest.skip("auto picks by accelerator here; this test is about CPUs")
+    if setting is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", setting)
+    onednn = setting not in ("0", "false")
+    assert strategy_module.onednn_enabled() is onednn
+    expected = "mixed_bfloat16" if onednn and has_bfloat16() else "float32"
+    assert strategy_module.choose_precision("auto") == expected
+    assert strategy_module.choose_precision("mixed_bfloat16") == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="precision='bf16'"):
+        strategy_module.choose_precision("bf16")

@@ -293,10 +293,13 @@ def choose_precision(name: str = "auto") -> str:
     """The Keras dtype policy for ``name``; ``"auto"`` picks per device.
 
     ``mixed_bfloat16`` on TPUs and, under TensorFlow, on CPUs with bfloat16 instructions
-    (AVX-512 BF16 or AMX: measured 97 against 73 images/s for the seed model),
-    ``mixed_float16`` on GPUs, ``float32`` otherwise, and on any CPU under JAX: XLA's CPU
-    backend does not use those instructions for convolutions (``bench/train_step.py``, the
-    JAX rows). Other names of `PRECISIONS` are returned as they are.
+    (AVX-512 BF16 or AMX: measured 97 against 73 images/s for the seed model) while oneDNN is
+    on, ``mixed_float16`` on GPUs, ``float32`` otherwise. So ``float32`` on any CPU under JAX
+    (XLA's CPU backend does not use those instructions for convolutions: ``bench/train_step.py``,
+    the JAX rows), and with ``TF_ENABLE_ONEDNN_OPTS=0``, where TensorFlow's own kernels emulate
+    bfloat16: the seed model's training step then took 18x the CPU time of float32 (423 against
+    24 CPU-seconds for 512 images on the Xeon with AMX; with oneDNN on, 5.8 against 14.5).
+    Other names of `PRECISIONS` are returned as they are.
     """
     if name not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={name!r}")
@@ -312,11 +315,17 @@ def choose_precision(name: str = "auto") -> str:
         return "mixed_bfloat16"
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    return "mixed_bfloat16" if has_bfloat16() else "float32"
+    return "mixed_bfloat16" if has_bfloat16() and onednn_enabled() else "float32"
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its CPU kernels through oneDNN: on unless ``TF_ENABLE_ONEDNN_OPTS``
+    is ``0`` or ``false`` (TensorFlow reads the variable once, at import)."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
 
 
 __all__ = [
     "CHOICES", "JAX_CHOICES", "PRECISIONS", "DataParallel", "StrategyChoice", "choose_precision",
-    "choose_strategy", "datasets_for_strategy", "devices_of", "fit_replicated", "get_strategy",
+    "choose_strategy", "datasets_for_strategy", "devices_of", "fit_replicated", "get_strategy", "onednn_enabled",
     "global_batch_size", "make_tpu_safe", "training_scope",
 ]
