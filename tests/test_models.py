@@ -297,7 +297,7 @@ def test_backbone_size_resizes_inside_the_model():
 def test_model_options_of_the_registry():
     assert model_options("mobilenet_025") == ["backbone_size", "freeze"]
     assert model_options("seed_cnn+self") == ["backbone_size", "freeze"]
-    assert model_options("seed-pcam") == []
+    assert model_options("seed-pcam") == ["centre_inputs"]  # build_seed_pcam_model(centre_inputs=...)
     assert build_model("mobilenet_025", weights=None, backbone_size=112).get_layer("resize").output.shape[1] == 112
     with pytest.raises(TypeError, match="unexpected keyword arguments \\['freeze'\\]"):
         build_model("seed-pcam", freeze=False)
