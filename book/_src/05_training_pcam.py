@@ -407,7 +407,7 @@ moved = keras.ops.convert_to_numpy(augmented.get_layer("augment")(images, traini
 print(f"a training step sees other images: mean |change| {np.abs(moved - images.numpy()).mean():.3f}")
 
 # %% [markdown]
-# `histolib.train.train_from_spec` is what `histolib train` runs: choose the strategy and the
+# `histolib.experiment.train_from_spec` is what `histolib train` runs: choose the strategy and the
 # precision, load the splits, build the named model (with the augmentation inside it when
 # `augment_in="model"`) and `fit` it. The Colab cell below calls it; the project's tests run the
 # same function through `histolib train --strategy data-parallel --augment-in model` under
@@ -445,12 +445,12 @@ if ON_COLAB_TPU and ROUTE == "jax":  # after the restart
     os.environ["KERAS_BACKEND"] = "jax"  # before Keras is first imported
     import jax
     import keras
-    from histolib import train
+    from histolib import experiment
 
     assert keras.backend.backend() == "jax", "restart the runtime, then run only this cell"
     print("JAX devices:", jax.devices())
     keras.utils.set_random_seed(0)
-    tpu_result = train.train_from_spec(
+    tpu_result = experiment.train_from_spec(
         "tfds:patch_camelyon", "seed-pcam", out_dir="runs/pcam-seed-tpu", epochs=20,
         batch_size=128 * jax.device_count(), strategy="data-parallel",
         augment="pcam-seed", augment_in="model", steps_per_execution=32)
@@ -471,9 +471,9 @@ else:
 
 # %%
 if ON_COLAB_TPU and ROUTE == "tensorflow":  # after the restart; see the note above
-    from histolib import train
+    from histolib import experiment
 
-    tf_tpu_result = train.train_from_spec(
+    tf_tpu_result = experiment.train_from_spec(
         "tfds:patch_camelyon", "seed-pcam", out_dir="runs/pcam-seed-tf-tpu", epochs=20,
         batch_size=128 * 8, strategy="tpu", augment="pcam-seed", steps_per_execution=32)  # 8 cores
 else:
