@@ -59,3 +59,36 @@ def test_published_model_predicts_as_recorded(name, predictions):
     # The probabilities spread over both sides of the threshold: a constant model would fail.
     calls = np.asarray(got["probability"]) > got["threshold"]
     assert 0 < calls.sum() < len(calls)
+
+
+PCAM_MODELS = sorted((ROOT / "book" / "results" / "models").glob("pcam-*.keras"))  # ovarian-* are not PCam
+
+
+@pytest.fixture(scope="module")
+def pcam_test_folder(tmp_path_factory):
+    """An image folder of PCam-like test patches, ``DIR/test/{0,1}/*.jpg`` (built-in synthetic)."""
+    from histolib.data import synthetic
+
+    images, labels, _ = synthetic.pcam_patches(24, seed=3, split="test")
+    root = tmp_path_factory.mktemp("pcam-folder")
+    synthetic.write_folder(root, images, labels, ["0", "1"], split="test", fmt="jpg")
+    return root
+
+
+@pytest.mark.parametrize("path", PCAM_MODELS, ids=lambda p: p.stem)
+def test_every_published_pcam_model_loads_safely_and_scores_a_test_folder(path, pcam_test_folder, tmp_path):
+    """Issue 11: every PCam model under book/results/models loads with safe_mode=True after
+    `import histolib` and is scored by `histolib evaluate --data folder:DIR --split test`."""
+    import keras
+
+    from histolib import cli
+
+    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert tuple(model.input_shape[1:]) == (96, 96, 3) and model.output_shape[-1] in (1, 2)
+    tta = json.loads(path.with_suffix(".threshold.json").read_text()).get("tta", False)
+    out = tmp_path / "test.json"
+    argv = ["evaluate", "--model", str(path), "--data", f"folder:{pcam_test_folder}", "--split", "test",
+            "--json", str(out)] + (["--tta"] if tta else [])
+    assert cli.main(argv) == 0
+    scores = json.loads(out.read_text())
+    assert scores["n"] == 24 and 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["auc"] <= 1.0
