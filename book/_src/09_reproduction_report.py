@@ -369,7 +369,12 @@ pd.DataFrame([{"recipe": r["name"], "images/s": r["images_per_second"]["median"]
 
 # %% [markdown]
 # Its runs over seeds, and the paired comparison with the seed's recipe on the seeds both have
-# (`evaluate.paired_comparison`; a claim needs at least three):
+# (`evaluate.paired_comparison`; a claim needs at least three). Each run is recorded as it lands;
+# the first is published as `book/results/models/pcam-mnet-s1.keras`, with its threshold chosen on
+# valid under 8-view test-time augmentation (`"tta": true` in its threshold file: score it with
+# `histolib evaluate --tta`). Its fair score is on PCam's test split, which is not on this machine:
+# `histolib data pcam --out data/pcam`, then `histolib evaluate --model
+# book/results/models/pcam-mnet-s1.keras --data pcam-h5:data/pcam --split test --tta`.
 
 # %% tags=["nbval-ignore-output"]
 if chosen is None:
