@@ -69,18 +69,26 @@ def _spec_help(data) -> str:
     return "data spec: " + ", ".join(data.SPECS)
 
 
+def _command_models() -> list[str]:
+    """The model names `histolib train` builds: every registry name but the ``mil-*`` ones, which
+    train on bags of tile features rather than on images."""
+    from histolib import models
+
+    return [n for n in models.list_models() if not n.startswith("mil-")]
+
+
 def _model_name(text):
     from histolib import models
     from histolib.names import unknown_name
 
-    names = models.list_models()
-    if text not in names:
-        raise argparse.ArgumentTypeError(
-            str(unknown_name("model name", text, names, argument="--model", plural="model names")))
-    if text.startswith("mil-"):
+    if text.startswith("mil-") and text in models.list_models():
         raise argparse.ArgumentTypeError(
             f"{text} trains on bags of tile features (histolib.data.bags), which the command does not make; "
             "build and train it from Python (histolib.models.build_model, chapter 10)")
+    names = _command_models()
+    if text not in names:
+        raise argparse.ArgumentTypeError(
+            str(unknown_name("model name", text, names, argument="--model", plural="model names")))
     return text
 
 
@@ -102,7 +110,7 @@ def _command(commands, name: str, help: str, example: str | None = None, *, save
 
 
 def _add_train(commands) -> None:
-    from histolib import data, models, strategy, train
+    from histolib import data, strategy, train
     from histolib.data.augment import NAMES as AUGMENTATIONS
 
     t = _command(
@@ -111,7 +119,7 @@ def _add_train(commands) -> None:
         "--epochs 8 --augment pcam-seed --out runs/pcam-seed")
     t.add_argument("--data", required=True, metavar="SPEC", help=_spec_help(data))
     t.add_argument("--model", required=True, metavar="NAME", type=_model_name,
-                   help=f"one of: {', '.join(models.list_models())}")
+                   help=f"one of: {', '.join(_command_models())}")
     t.add_argument("--epochs", required=True, type=_positive_int, metavar="N", help="total epochs of the run")
     t.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (resumes if it holds a run)")
     t.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="images per batch (default 64)")

@@ -59,6 +59,7 @@ def test_misspelt_names_suggest_the_closest_in_one_line(tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert one_line(err) and "did you mean 'seed-pcam'?" in err and "seed-subtype-xception" in err
+    assert "mil-" not in err  # the list names only what the command trains
     argv = ["train", "--data", "synthetic-pacm:64", "--model", "seed-pcam", "--epochs", "1", "--out", str(tmp_path / "b")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
