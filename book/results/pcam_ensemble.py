@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from pcam_record import RESULTS, SELECTION_NOTE, publish, tta_threshold
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     record = {
         "name": args.name,
         "description": f"the {len(members)} seeds' best models averaged (histolib.models.build_ensemble)",
+        "command": " ".join(["python book/results/pcam_ensemble.py", *(sys.argv[1:] if argv is None else argv)]),
         "members": [{"run": str(run), "seed": m["seed"], "command": m["command"], "wall_s": m["wall_s"],
                      "best_epoch": m["best_epoch"], "git": m["environment"]["git"]} for run, m in zip(args.runs, members)],
         "wall_s": round(sum(m["wall_s"] for m in members), 1),
