@@ -124,6 +124,21 @@ def test_gradcam_in_a_nested_backbone_matches_the_flat_model():
             np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_a_layer_two_models_deep_is_refused_by_name():
+    """Grad-CAM reaches one nested backbone; deeper, the message names the layer as given."""
+    inner_in = keras.Input((SIZE, SIZE, 3))
+    inner = keras.Model(inner_in, keras.layers.Conv2D(4, 3, name="deep_conv")(inner_in), name="inner")
+    middle_in = keras.Input((SIZE, SIZE, 3))
+    middle = keras.Model(middle_in, inner(middle_in), name="middle")
+    inputs = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalMaxPooling2D()(middle(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    with pytest.raises(ValueError) as caught:
+        saliency.Explainer(model)(1, np.zeros((1, SIZE, SIZE, 3)), layer="deep_conv")
+    assert "2 models deep" in str(caught.value)
+    assert "Received: layer='deep_conv'" in str(caught.value)
+
+
 def test_class_score_for_sigmoid_and_softmax_heads():
     sigmoid = small_cnn()
     logits = keras.ops.convert_to_tensor([[2.0], [-1.0]])

@@ -239,7 +239,7 @@ class Explainer:
         if len(path) > 2:
             raise ValueError(
                 f"Layer {name!r} sits {len(path) - 1} models deep ({[p.name for p in path]}); "
-                "Grad-CAM reaches one nested backbone. Received: layer={layer!r}"
+                f"Grad-CAM reaches one nested backbone. Received: layer={layer!r}"
             )
         if name not in self._exposed:
             rebuilt, target = _expose(self.model, path)
