@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere imports this 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from histolib import provenance  # noqa: E402  (after the path and the environment are set)
-from histolib.data._net import atomic_write_text  # noqa: E402
+from histolib.files import atomic_write_text  # noqa: E402
 
 
 def parser(doc: str, name: str) -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ every epoch. So:
    the head trains the model.
 2. :func:`feature_views` runs the backbone once per image and *view*: view 0 is the image as
    loaded, views 1 ... V-1 the augmentation set applied with fixed seeds (``seed + view``).
-   Results go to the user cache (:mod:`histolib.cache`, ``backbone-features``), keyed by the
+   Results go to the user cache (:mod:`histolib.files`, ``backbone-features``), keyed by the
    backbone's architecture and weights, the image files (paths, sizes, times) and these
    settings, stored as float16; a second run, another training seed or another head over the
    same backbone reads them back.
@@ -27,15 +27,13 @@ split (:func:`split_frozen` says why). The speed-up is measured in ``bench/froze
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from histolib import cache
+from histolib import files
 
 _TRAINING_BEHAVIOUR = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
                        keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
@@ -102,9 +100,9 @@ def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: st
                          f"augment={augment!r}")
     key = None
     if use_cache and paths is not None:
-        key = cache.files_key(paths, "backbone-features", backbone=_fingerprint(backbone), views=int(views),
+        key = files.files_key(paths, "backbone-features", backbone=_fingerprint(backbone), views=int(views),
                               augment=augment, seed=int(seed))
-        stored = cache.read_array("backbone-features", key)
+        stored = files.cached_array("backbone-features", key)
         if stored is not None:
             return stored
     from histolib.data.augment import augmentation
@@ -120,7 +118,7 @@ def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: st
         batches.append(out.reshape(views, -1, *out.shape[1:]))
     features = np.concatenate(batches, axis=1)
     if key is not None:
-        cache.write_array("backbone-features", key, features)
+        files.store_array("backbone-features", key, features)
     return features
 
 
@@ -146,17 +144,6 @@ def view_dataset(features, labels, *, batch_size: int, shuffle: bool = False, se
     ds = tf.data.Dataset.zip(pairs, draws).shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda xy, r: (tf.cast(tf.gather(xy[0], r % views), tf.float32), xy[1]))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _save_whole(model: keras.Model, path) -> None:
-    """``model.save`` to ``path`` through a temporary twin, so a reader never sees half a file."""
-    path = Path(path)
-    part = path.with_name(f".{path.stem}.part.keras")
-    try:
-        model.save(part)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def fit_on_features(model, spec: str, *, out_dir, epochs: int, batch_size: int = 64, image_size=None,
@@ -204,7 +191,7 @@ def fit_on_features(model, spec: str, *, out_dir, epochs: int, batch_size: int =
                                           seed=seed),
                        view_dataset(features["valid"], labels["valid"], batch_size=batch_size),
                        out_dir=out_dir, epochs=epochs, seed=seed, checkpoints=False, extra_record=record, **fit_kwargs)
-    _save_whole(model, result.out_dir / "best.keras")
+    files.save_model(model, result.out_dir / "best.keras")
     return dataclasses.replace(result, model=model)
 
 

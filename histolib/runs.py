@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from histolib.data._net import atomic_file, atomic_write_text
+from histolib.files import atomic_file, write_json
 from histolib.provenance import describe_environment
 
 #: Keys of the settings that must match for a run to resume in the same folder.
@@ -43,23 +43,6 @@ RESUME_KEYS = (
 RESUME_DEFAULTS = {"schedule": "plateau", "warmup_epochs": 0.0, "schedule_epochs": None}
 BEST_TEMPLATE = "best-epoch{epoch:04d}.keras"
 LATEST_TEMPLATE = "epoch-{epoch:04d}.keras"
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "numpy"):  # a backend tensor
-        return np.asarray(value).tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def write_json(path: Path, obj) -> None:
-    """``obj`` as indented JSON (NumPy values and paths included), written atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def _float_or_none(value):

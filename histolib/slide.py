@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histolib.data._net import download
+from histolib.files import download
 
 __all__ = [
     "CMU_REGION",

@@ -1,12 +1,10 @@
 """TFDS patch_camelyon through tfds.testing.mock_data, and the offline fast-fail (no network used)."""
 
-import socket
 
 import pytest
 import tensorflow_datasets as tfds
 
 from histolib import data
-from histolib.data import _net
 from histolib.data import tfds as tfds_source
 
 
@@ -42,20 +40,6 @@ def test_offline_fails_fast_with_directions(tmp_path, monkeypatch):
     with pytest.raises(ConnectionError, match="(?s)pcam-h5:DIR.*histolib data pcam"):
         data.load(f"tfds:patch_camelyon:{tmp_path}", "train")
     assert asked == [tfds_source.REACH_TIMEOUT] and tfds_source.REACH_TIMEOUT <= 5
-
-
-def test_reachable_false_on_closed_local_port():
-    with socket.socket() as s:  # a port that was free a moment ago: connection refused at once
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    assert _net.reachable("127.0.0.1", port, timeout=1.0) is False
-
-
-def test_reachable_true_on_listening_local_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        assert _net.reachable("127.0.0.1", s.getsockname()[1], timeout=1.0) is True
 
 
 def test_only_patch_camelyon():

@@ -123,6 +123,7 @@ from histolib.models import (  # noqa: E402
     list_models,
     model_options,
 )
+from histolib import files  # noqa: E402
 from histolib.models import weights as weights_module  # noqa: E402
 
 
@@ -318,9 +319,9 @@ def _no_network(*args, **kwargs):
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-    """No network, an empty Keras cache, no HISTOLIB_WEIGHTS_DIR."""
-    monkeypatch.setattr(weights_module, "reachable", lambda *a, **k: False)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    """No network, an empty histolib cache, no HISTOLIB_WEIGHTS_DIR."""
+    monkeypatch.setattr(files, "reachable", lambda *a, **k: False)
+    monkeypatch.setenv("HISTOLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HISTOLIB_WEIGHTS_DIR", raising=False)
     return tmp_path
 
@@ -342,7 +343,7 @@ def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
     weights_dir.mkdir()
     _write_keras_h5(source, weights_dir / fname)
     monkeypatch.setenv("HISTOLIB_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.setattr(weights_module, "reachable", _no_network)
+    monkeypatch.setattr(files, "reachable", _no_network)
     model = build_classifier("mobilenet", input_shape=(128, 128, 3), weights="imagenet")
     for layer in source.layers:
         if layer.weights:
@@ -378,18 +379,24 @@ def test_offline_without_weights_names_the_file(offline):
     message = str(error.value)
     assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" in message
-    assert "HISTOLIB_WEIGHTS_DIR" in message and str(offline / "keras_home" / "models") in message
+    assert "HISTOLIB_WEIGHTS_DIR" in message and str(offline / "cache" / "weights") in message
     with pytest.raises(FileNotFoundError, match="no_such.h5"):
         build_classifier("xception", weights=str(offline / "no_such.h5"))
 
 
-def test_keras_cache_is_used_without_network(offline, monkeypatch):
-    spec = get_backbone("xception")
-    cache = offline / "keras_home" / "models"
-    cache.mkdir(parents=True)
-    (cache / spec.weights_file()).write_bytes(b"")
-    monkeypatch.setattr(weights_module, "reachable", _no_network)
-    assert weights_module.resolve_weights(spec, "imagenet") == "imagenet"
+def test_a_downloaded_file_in_the_cache_is_used_without_network(offline, monkeypatch):
+    spec = get_backbone("mobilenet")  # no published MD5: any file of that name is kept
+    cached = offline / "cache" / "weights" / spec.weights_file(160)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"stand-in")
+    monkeypatch.setattr(files, "reachable", _no_network)
+    assert weights_module.resolve_weights(spec, "imagenet", input_size=160) == str(cached)
+    # A file whose MD5 differs from the published one is not trusted: offline, that is an error.
+    damaged = offline / "cache" / "weights" / get_backbone("xception").weights_file()
+    damaged.write_bytes(b"not the published weights")
+    monkeypatch.setattr(files, "reachable", lambda *a, **k: False)
+    with pytest.raises(WeightsNotFoundError, match="xception_weights"):
+        weights_module.resolve_weights(get_backbone("xception"), "imagenet")
 
 
 def test_weights_urls_match_keras():
@@ -403,17 +410,6 @@ def test_weights_urls_match_keras():
     )
     assert get_backbone("mobilenet").weights_url == mobilenet.BASE_WEIGHT_PATH
     assert BACKBONES["seed_cnn"].weights_file() is None
-
-
-def test_reachable_is_quick_and_local():
-    import socket
-
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        port = server.getsockname()[1]
-        assert weights_module.reachable("127.0.0.1", port, timeout=2.0)
-    assert not weights_module.reachable("127.0.0.1", port, timeout=2.0)  # closed now
 
 
 # ---------------------------------------------------------------- dtypes, XLA, JAX

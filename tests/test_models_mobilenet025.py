@@ -6,6 +6,7 @@ import pytest
 import keras
 
 from histolib import models
+from histolib import files
 from histolib.models import weights as weights_module
 from histolib.models.backbones import get_backbone
 
@@ -32,7 +33,7 @@ def real_weights(shared_data, monkeypatch):
     if not (folder / FILE).is_file():
         pytest.skip(f"{FILE} not found in {folder}")
     monkeypatch.setenv("HISTOLIB_WEIGHTS_DIR", str(folder))
-    monkeypatch.setattr(weights_module, "reachable", lambda *a, **k: pytest.fail("asked the network"))
+    monkeypatch.setattr(files, "reachable", lambda *a, **k: pytest.fail("asked the network"))
     return folder / FILE
 
 
@@ -50,8 +51,8 @@ def test_imagenet_weights_from_histolib_weights_dir(real_weights, name):
 
 
 def test_offline_without_the_file_names_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(weights_module, "reachable", lambda *a, **k: False)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(files, "reachable", lambda *a, **k: False)
+    monkeypatch.setenv("HISTOLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HISTOLIB_WEIGHTS_DIR", str(tmp_path / "empty"))
     with pytest.raises(weights_module.WeightsNotFoundError, match=FILE):
         models.build_model("mobilenet_025+thresholded", num_classes=5, input_shape=(224, 224, 3), weights="imagenet")

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from histolib import plots, slide
-from histolib.data._net import md5sum
+from histolib.files import md5sum
 
 ROOT = Path(__file__).resolve().parents[1]
 CMU = Path("he-region") / "CMU-1-Small-Region.svs"
@@ -233,4 +233,4 @@ def test_download_fails_fast_and_clearly_offline(tmp_path, monkeypatch):
 
 
 # A successful, checksummed download and a refused corrupt one run against a local HTTP server in
-# tests/test_net.py.
+# tests/test_files.py.

@@ -66,7 +66,8 @@ from histolib.models import (
     parameter_counts,
     write_application_weights,
 )
-from histolib.models.weights import WEIGHTS_HOST, keras_cache_dir, reachable
+from histolib.files import reachable
+from histolib.models.weights import weights_cache_dir
 
 # %% [markdown]
 # ## Hyperparameters
@@ -270,13 +271,13 @@ pd.DataFrame({"weights=None": parameter_counts(mobilenet)}).T
 # %% [markdown]
 # ## 7. ImageNet weights offline
 #
-# With `weights="imagenet"` a builder looks for Keras's own weights file (without the top) in
-# this order:
+# With `weights="imagenet"` a builder looks for the published weights file (without the top)
+# that the backbone's spec names, in this order:
 #
 # 1. `$HISTOLIB_WEIGHTS_DIR/<file name>`, loaded as a local file;
-# 2. Keras's cache, `$KERAS_HOME/models` (default `~/.keras/models`);
-# 3. the network: Keras downloads the file into its cache, if `storage.googleapis.com` answers
-#    within a few seconds;
+# 2. `weights/` in histolib's user cache (`~/.cache/histolib/weights` by default);
+# 3. the network: the file is downloaded into that cache (MD5-checked where the publisher gives
+#    one), if `storage.googleapis.com` answers within a few seconds;
 # 4. otherwise an error, within seconds, naming the file, its URL and where to put it.
 #
 # A path to a weights file works too (`weights="/path/to/file.h5"`). The file names:
@@ -286,16 +287,16 @@ pd.DataFrame([{"backbone": s.name, "file": s.weights_file(224), "from": s.weight
               for s in BACKBONES.values() if s.weights_url]).set_index("backbone")
 
 # %% [markdown]
-# To use them on a machine without a network, fetch the files elsewhere (a browser, or
-# `keras.applications.MobileNet(weights="imagenet")` on a connected machine, which leaves them in
-# `~/.keras/models`), copy them to a folder, and point `HISTOLIB_WEIGHTS_DIR` at it.
+# To use them on a machine without a network, fetch the files elsewhere (a browser, or a
+# builder with `weights="imagenet"` on a connected machine, which leaves them in its user cache),
+# copy them to a folder, and point `HISTOLIB_WEIGHTS_DIR` at it.
 #
 # Here, offline and with no copy, the builder fails fast and says what to do. The cell prints the
 # message (it catches the error; the paths in it depend on the machine):
 
 # %% tags=["nbval-ignore-output"]
-print("Keras cache:", keras_cache_dir())
-if reachable(WEIGHTS_HOST):
+print("histolib's weights cache:", weights_cache_dir())
+if reachable("storage.googleapis.com"):
     print("This machine can reach storage.googleapis.com: the builder would download the file.")
 else:
     try:

@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: The file suffixes the image readers of this module accept (decoded by content).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
+from histolib.files import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

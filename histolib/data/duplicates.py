@@ -27,7 +27,7 @@ On the 498 real ovarian images this finds the 84 augmented ``Endometri`` copies 
 originals (11 groups: three pairs of "originals" are the same field at two magnifications), the
 byte-identical and renamed copies elsewhere, and one image filed under two classes; see the
 ``duplicates`` benchmark for its time. Results are cached in the user cache
-(:mod:`histolib.cache`) by the files' paths, sizes and times and these settings.
+(:mod:`histolib.files`) by the files' paths, sizes and times and these settings.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histolib import cache
+from histolib import files
 from histolib.data import images as _images
 
 SETTINGS = {"max_side": 512, "n_features": 500, "bits": 20, "tables": 24, "max_distance": 56,
@@ -271,7 +271,7 @@ def find_near_duplicates(paths, *, use_cache: bool = True, **settings) -> NearDu
     Args:
         paths: image files (any format :mod:`histolib.data.images` reads). Unreadable files are
             left out with a warning (``skipped``).
-        use_cache: read and write the answer in the user cache (:mod:`histolib.cache`).
+        use_cache: read and write the answer in the user cache (:mod:`histolib.files`).
         **settings: overrides of `SETTINGS`: ``max_side`` (px), ``n_features`` (ORB keypoints per
             image and per mirror image), ``bits`` and ``tables`` (the hashing), ``max_distance``
             (bits of 256), ``min_inliers`` (RANSAC-agreeing matches for a pair), ``seed`` (the
@@ -287,8 +287,8 @@ def find_near_duplicates(paths, *, use_cache: bool = True, **settings) -> NearDu
                       f"{check.bad[:3]}", stacklevel=2)
     bad = {p for p, _ in check.bad}
     readable = [str(p) for p in check.paths if p not in bad]
-    key = cache.files_key(readable, "near-duplicates", **settings) if use_cache else None
-    stored = cache.read("near-duplicates", key) if use_cache else None
+    key = files.files_key(readable, "near-duplicates", **settings) if use_cache else None
+    stored = files.cached("near-duplicates", key) if use_cache else None
     if stored is not None:
         pairs = np.asarray(stored["pairs"], dtype=np.int64).reshape(-1, 4)
         return NearDuplicates(readable, stored["groups"], pairs, check.bad, True)
@@ -300,7 +300,7 @@ def find_near_duplicates(paths, *, use_cache: bool = True, **settings) -> NearDu
     pairs = np.array(sorted((i, j, n, m) for (i, j), (n, m) in verified.items()), dtype=np.int64).reshape(-1, 4)
     groups = _components(len(readable), pairs)
     if use_cache:
-        cache.write("near-duplicates", key, {"groups": groups, "pairs": pairs.tolist()})
+        files.store("near-duplicates", key, {"groups": groups, "pairs": pairs.tolist()})
     return NearDuplicates(readable, groups, pairs, check.bad, False)
 
 

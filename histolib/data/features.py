@@ -11,15 +11,13 @@ computed afresh; files written by another version of this module are not read.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from histolib import cache
+from histolib import files
 
 #: Bumped when the way features are computed changes, so old cache files are not reused.
 CACHE_VERSION = 1
@@ -27,9 +25,9 @@ CACHE_VERSION = 1
 
 def cache_dir() -> Path:
     """Where features are cached (not created here): ``tile-features/`` in the user cache of
-    `histolib.cache` (``$HISTOLIB_CACHE``, else ``$XDG_CACHE_HOME/histolib``, else
+    `histolib.files` (``$HISTOLIB_CACHE``, else ``$XDG_CACHE_HOME/histolib``, else
     ``~/.cache/histolib``)."""
-    return cache.cache_dir() / "tile-features"
+    return files.cache_dir() / "tile-features"
 
 
 def encoder_fingerprint(encoder) -> str:
@@ -53,10 +51,8 @@ def read_source(path) -> np.ndarray:
     or without alpha, GIF, BMP) or a slide region (``.svs``, ``.tif``, ``.tiff``)."""
     import tensorflow as tf
 
-    from histolib.data.bags import SLIDE_SUFFIXES
-
     path = Path(path)
-    if path.suffix.lower() in SLIDE_SUFFIXES:
+    if path.suffix.lower() in files.SLIDE_SUFFIXES:
         from histolib import slide
 
         return slide.read_region(path)
@@ -123,14 +119,11 @@ def _read_shard(path: Path) -> dict:
 
 def _write_shard(path: Path, table: dict) -> None:
     """Write atomically; an unwritable cache gives a warning, and the features are still returned."""
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(temporary, keys=np.array(list(table)), features=np.stack(list(table.values())))
-        os.replace(temporary, path)
+        with files.atomic_path(path) as part:
+            np.savez(part, keys=np.array(list(table)), features=np.stack(list(table.values())))
     except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
         warnings.warn(f"tile features not cached ({error}); set HISTOLIB_CACHE to a writable folder "
                       "to keep them between runs", stacklevel=3)
 

@@ -44,9 +44,7 @@ from histolib.data import groups as _groups
 from histolib.data import images as _images
 from histolib.data import splits as _splits
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff")
-"""File suffixes listed as images (case-insensitive); the content decides the decoder."""
+from histolib.files import IMAGE_SUFFIXES
 
 SPLIT_DIRS = _splits.SPLITS
 

@@ -10,7 +10,7 @@ TIFF is divided by 257.
 :func:`check_files` decodes every file once, in parallel, before anything trains (PNG and JPEG
 must also end with their end marker, so a truncated file fails here even where a decoder would
 pad it). It reports every unreadable file at once, with each image's size, and keeps the answer
-in the user cache (:mod:`histolib.cache`, keyed by the files' paths, sizes and modification
+in the user cache (:mod:`histolib.files`, keyed by the files' paths, sizes and modification
 times), so a second run over an unchanged folder decodes nothing.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from histolib import cache
+from histolib import files
 from histolib.data._pipeline import AUTOTUNE
 
 _MAGIC = (
@@ -202,7 +202,7 @@ def check_files(paths, *, where=None, use_cache: bool = True, raise_errors: bool
     Args:
         paths: image file paths (any names; the type comes from the content).
         where: how the error names the collection (default: the files' common folder).
-        use_cache: read and write the answer in the user cache (:mod:`histolib.cache`).
+        use_cache: read and write the answer in the user cache (:mod:`histolib.files`).
         raise_errors: raise `UnreadableImagesError` when any file is unreadable.
 
     Returns:
@@ -214,8 +214,8 @@ def check_files(paths, *, where=None, use_cache: bool = True, raise_errors: bool
     """
 
     paths = np.asarray(paths, dtype=str)
-    key = cache.files_key(paths, "image-check") if use_cache else None
-    stored = cache.read("image-check", key) if use_cache else None
+    key = files.files_key(paths, "image-check") if use_cache else None
+    stored = files.cached("image-check", key) if use_cache else None
     if stored is not None:
         shapes, bad_index, cached = np.asarray(stored["shapes"], dtype=np.int64).reshape(-1, 2), stored["bad"], True
     else:
@@ -225,7 +225,7 @@ def check_files(paths, *, where=None, use_cache: bool = True, raise_errors: bool
         bad_index = [[i, reason or "failed to decode in the parallel pass"] for i, reason in bad_index]
         cached = False
         if use_cache:
-            cache.write("image-check", key, {"shapes": shapes.tolist(), "bad": bad_index})
+            files.store("image-check", key, {"shapes": shapes.tolist(), "bad": bad_index})
     result = FileCheck(paths, shapes, [(paths[i], reason) for i, reason in bad_index], cached)
     if result.bad and raise_errors:
         raise UnreadableImagesError(result.bad, len(paths),

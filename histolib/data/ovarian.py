@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from histolib.data._net import download
+from histolib.files import download
 
 MANIFEST = Path(__file__).resolve().with_name("ovarian.sha256")
 """``<sha256>  ./<class>/<file>`` per line, the 498 files as published."""
@@ -103,7 +103,7 @@ def download_ovarian(out_dir="data/downloads/ovarian", *, timeout: float = 60.0)
     """Download the ovarian micrographs from Mendeley Data into ``out_dir`` and check every file.
 
     A folder that already passes :func:`verify` is kept as it is, without the network. Otherwise
-    the archive comes through `histolib.data._net.download` (offline: a ``ConnectionError``
+    the archive comes through `histolib.files.download` (offline: a ``ConnectionError``
     within about five seconds saying where to put the files by hand), is unpacked into
     ``out_dir/<class>/<file>`` and removed, and every file is checked against `MANIFEST`.
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from histolib.data._net import atomic_file, download, md5sum
+from histolib.files import atomic_file, download, md5sum
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 from histolib.data.splits import SPLITS
 
@@ -235,7 +235,7 @@ def download_pcam(out_dir="data/downloads/pcam", splits=SPLITS, *, meta: bool = 
     """Download PCam from Zenodo into ``out_dir``, unpack it and check the MD5 sums.
 
     About 7.5 GB for all splits. Files already present with the right sum are kept. Each archive
-    is MD5-checked as it arrives (`histolib.data._net.download`, through
+    is MD5-checked as it arrives (`histolib.files.download`, through
     ``keras.utils.get_file``) and again once unpacked. Fails within a few seconds, with a
     ``ConnectionError``, when Zenodo cannot be reached.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from histolib.data._net import reachable
+from histolib.files import reachable
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 from histolib.data.pcam import CLASS_NAMES, DOWNLOAD_HOST
 

@@ -51,7 +51,10 @@ class BackboneSpec:
         min_size: smallest input side that gives a `MIN_GRID` x `MIN_GRID` map.
         grid: feature map side at 96, 224 and 299 pixels.
         attention_dim: the attention width `build_classifier` uses on this backbone.
-        weights_url: the directory Keras downloads the ImageNet weights from, or ``None``.
+        weights_url: the directory the ImageNet weights files are published in, or ``None``.
+        weights_files: ``{input side: file name}`` of the published ImageNet weights without the
+            top (MobileNet has one file per input size; see `weights_file`); empty for none.
+        weights_md5: ``{file name: MD5}`` where the publisher gives one (downloads are checked).
     """
 
     name: str
@@ -65,6 +68,8 @@ class BackboneSpec:
     grid: dict = field(default_factory=dict)
     attention_dim: int = 256
     weights_url: str | None = None
+    weights_files: dict = field(default_factory=dict)
+    weights_md5: dict = field(default_factory=dict)
 
     @property
     def application(self) -> str:
@@ -76,83 +81,48 @@ class BackboneSpec:
         return f"{getattr(self.constructor, 'func', self.constructor).__name__}({options})"
 
     def weights_file(self, input_size: int | None = None) -> str | None:
-        """Keras's own file name for the ImageNet weights without the top
-        (``include_top=False``), as cached under ``~/.keras/models``; ``None`` for a backbone
-        without pretrained weights. MobileNet's name depends on the input size (Keras uses
-        the 224 file for sizes other than 128, 160, 192, 224)."""
-        if self.name == "inception_v3":
-            return "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        if self.name == "xception":
-            return "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        if self.name in ("mobilenet", "mobilenet_025"):
-            rows = input_size if input_size in (128, 160, 192, 224) else 224
-            return f"mobilenet_{'1_0' if self.name == 'mobilenet' else '2_5'}_{rows}_tf_no_top.h5"
-        return None
+        """The ImageNet weights file (without the top) for ``input_size``, from `weights_files`:
+        the entry for that size, else the one for `default_size`; ``None`` for a backbone
+        without pretrained weights."""
+        if not self.weights_files:
+            return None
+        return self.weights_files.get(input_size, self.weights_files[self.default_size])
+
+
+def _mobilenet(name: str, alpha: float, *, channels: int, tag: str, attention_dim: int, md5: dict) -> BackboneSpec:
+    """A MobileNet v1 entry: its four published input sizes each have their own weights file."""
+    return BackboneSpec(
+        name=name, constructor=functools.partial(keras.applications.MobileNet, alpha=alpha) if alpha != 1.0
+        else keras.applications.MobileNet, scale=2.0, offset=-1.0, default_size=224,
+        gradcam_layer="conv_pw_13_relu", channels=channels, min_size=95, grid={96: 3, 224: 7, 299: 9},
+        attention_dim=attention_dim, weights_url=_KERAS_WEIGHTS + "mobilenet/",
+        weights_files={size: f"mobilenet_{tag}_{size}_tf_no_top.h5" for size in (128, 160, 192, 224)},
+        weights_md5=md5)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec(
-            name="inception_v3",
-            constructor=keras.applications.InceptionV3,
-            scale=2.0,
-            offset=-1.0,
-            default_size=299,
-            gradcam_layer="mixed10",
-            channels=2048,
-            min_size=139,
-            grid={96: 1, 224: 5, 299: 8},
-            weights_url=_KERAS_WEIGHTS + "inception_v3/",
+            name="inception_v3", constructor=keras.applications.InceptionV3, scale=2.0, offset=-1.0,
+            default_size=299, gradcam_layer="mixed10", channels=2048, min_size=139,
+            grid={96: 1, 224: 5, 299: 8}, weights_url=_KERAS_WEIGHTS + "inception_v3/",
+            weights_files={299: "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"},
+            weights_md5={"inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5": "bcbd6486424b2319ff4ef7d526e38f63"},
         ),
         BackboneSpec(
-            name="xception",
-            constructor=keras.applications.Xception,
-            scale=2.0,
-            offset=-1.0,
-            default_size=299,
-            gradcam_layer="block14_sepconv2_act",
-            channels=2048,
-            min_size=71,
-            grid={96: 3, 224: 7, 299: 10},
-            weights_url=_KERAS_WEIGHTS + "xception/",
+            name="xception", constructor=keras.applications.Xception, scale=2.0, offset=-1.0,
+            default_size=299, gradcam_layer="block14_sepconv2_act", channels=2048, min_size=71,
+            grid={96: 3, 224: 7, 299: 10}, weights_url=_KERAS_WEIGHTS + "xception/",
+            weights_files={299: "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"},
+            weights_md5={"xception_weights_tf_dim_ordering_tf_kernels_notop.h5": "b0042744bf5b25fce3cb969f33bebb97"},
         ),
+        _mobilenet("mobilenet", 1.0, channels=1024, tag="1_0", attention_dim=256, md5={}),
+        _mobilenet("mobilenet_025", 0.25, channels=256, tag="2_5", attention_dim=128,
+                   md5={"mobilenet_2_5_224_tf_no_top.h5": "f313cee49f5d33dfb06f2b255c4adb64"}),
         BackboneSpec(
-            name="mobilenet",
-            constructor=keras.applications.MobileNet,
-            scale=2.0,
-            offset=-1.0,
-            default_size=224,
-            gradcam_layer="conv_pw_13_relu",
-            channels=1024,
-            min_size=95,
-            grid={96: 3, 224: 7, 299: 9},
-            weights_url=_KERAS_WEIGHTS + "mobilenet/",
-        ),
-        BackboneSpec(
-            name="mobilenet_025",
-            constructor=functools.partial(keras.applications.MobileNet, alpha=0.25),
-            scale=2.0,
-            offset=-1.0,
-            default_size=224,
-            gradcam_layer="conv_pw_13_relu",
-            channels=256,
-            min_size=95,
-            grid={96: 3, 224: 7, 299: 9},
-            attention_dim=128,
-            weights_url=_KERAS_WEIGHTS + "mobilenet/",
-        ),
-        BackboneSpec(
-            name="seed_cnn",
-            constructor=None,
-            scale=1.0,
-            offset=0.0,
-            default_size=96,
-            gradcam_layer="conv3",
-            channels=256,
-            min_size=24,
-            grid={96: 12, 224: 28, 299: 37},
-            attention_dim=128,
+            name="seed_cnn", constructor=None, scale=1.0, offset=0.0, default_size=96, gradcam_layer="conv3",
+            channels=256, min_size=24, grid={96: 12, 224: 28, 299: 37}, attention_dim=128,
         ),
     )
 }

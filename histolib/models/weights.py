@@ -1,14 +1,17 @@
 """Where a backbone's ImageNet weights come from, without waiting on a dead network.
 
 ``weights`` is ``None`` (random initialisation), ``"imagenet"`` or the path to a weights file.
-For ``"imagenet"`` the first of these wins:
+For ``"imagenet"`` the file is the one the backbone's spec names for the input size
+(`histolib.models.backbones.BackboneSpec.weights_file`), and the first of these wins:
 
-1. ``$HISTOLIB_WEIGHTS_DIR/<Keras file name>`` (e.g.
-   ``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``): loaded as a local file;
-2. Keras's own cache, ``$KERAS_HOME/models`` (default ``~/.keras/models``): Keras loads it;
-3. the network: Keras downloads the file into its cache, if ``storage.googleapis.com``
-   answers within a few seconds;
+1. ``$HISTOLIB_WEIGHTS_DIR/<file>``: loaded as a local file;
+2. ``weights/<file>`` in histolib's user cache (`histolib.files.cache_dir`), where step 3 puts it;
+3. the network: downloaded from the spec's ``weights_url`` into that cache (MD5-checked where the
+   spec knows the MD5), if the host answers within a few seconds;
 4. otherwise `WeightsNotFoundError` names the file, its URL and the two places to put it.
+
+The answer is always a file path, which the ``keras.applications`` constructor loads, so Keras's
+own download cache is never consulted.
 """
 
 from __future__ import annotations
@@ -17,25 +20,42 @@ import logging
 import os
 from pathlib import Path
 
-from histolib.data._net import reachable
+from histolib import files
 from histolib.models.backbones import BackboneSpec
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_HOST = "storage.googleapis.com"
 
 
 class WeightsNotFoundError(FileNotFoundError):
     """ImageNet weights are neither on disk nor downloadable."""
 
 
-def keras_cache_dir() -> Path:
-    """Keras's download cache for application weights: ``$KERAS_HOME/models``, else
-    ``~/.keras/models`` (``/tmp/.keras/models`` where the home directory is read-only)."""
-    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
-    if not os.access(home if home.exists() else home.parent, os.W_OK):
-        home = Path("/tmp/.keras")
-    return home / "models"
+def weights_cache_dir() -> Path:
+    """Where downloaded ImageNet weights are kept: ``weights/`` in histolib's user cache."""
+    return files.cache_dir() / "weights"
+
+
+def _imagenet_file(spec: BackboneSpec, input_size: int | None) -> str:
+    """The local path of ``spec``'s ImageNet file for ``input_size`` (see the module docstring)."""
+    fname = spec.weights_file(input_size)
+    if fname is None:
+        raise ValueError(f"Backbone {spec.name!r} has no ImageNet weights; pass weights=None (train from "
+                         "scratch) or a weights file. Received: weights='imagenet'")
+    local_dir = os.environ.get("HISTOLIB_WEIGHTS_DIR")
+    if local_dir and (Path(local_dir) / fname).is_file():
+        log.info("Loading %s ImageNet weights from %s", spec.name, Path(local_dir) / fname)
+        return str(Path(local_dir) / fname)
+    target = weights_cache_dir() / fname
+    where = f"$HISTOLIB_WEIGHTS_DIR ({local_dir})" if local_dir else "a directory named by $HISTOLIB_WEIGHTS_DIR"
+    by_hand = f"Fetch it by hand and put it in {where} or in {target.parent}"
+    try:
+        return str(files.download(spec.weights_url + fname, target, md5=spec.weights_md5.get(fname),
+                                  by_hand=by_hand))
+    except ConnectionError as error:
+        raise WeightsNotFoundError(
+            f"ImageNet weights for {spec.name!r} ({fname}) are not on disk and cannot be downloaded "
+            f"({error}). Fetch {spec.weights_url}{fname} and put it in {where} or in {target.parent}, "
+            "or pass weights=None or a weights file path. Received: weights='imagenet'") from None
 
 
 def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
@@ -45,10 +65,10 @@ def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
         spec: the backbone.
         weights: ``None``, ``"imagenet"`` or a path to a Keras ``.h5`` weights file for the
             backbone without its top.
-        input_size: the backbone's input side (MobileNet's file name depends on it).
+        input_size: the backbone's input side (MobileNet's file depends on it).
 
     Returns:
-        ``None``, ``"imagenet"`` (Keras loads from its cache or downloads) or a file path.
+        ``None`` or a file path.
 
     Raises:
         ValueError: for ``weights`` of another kind, or ``"imagenet"`` on a backbone without
@@ -64,33 +84,8 @@ def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
             raise FileNotFoundError(f"weights file not found. Received: weights={str(weights)!r}")
         return str(path)
     if weights != "imagenet":
-        raise ValueError(
-            f"weights must be None, 'imagenet' or a file path. Received: weights={weights!r}"
-        )
-    fname = spec.weights_file(input_size)
-    if fname is None:
-        raise ValueError(
-            f"Backbone {spec.name!r} has no ImageNet weights; pass weights=None (train from "
-            f"scratch) or a weights file. Received: weights='imagenet'"
-        )
-    local_dir = os.environ.get("HISTOLIB_WEIGHTS_DIR")
-    if local_dir and (Path(local_dir) / fname).is_file():
-        log.info("Loading %s ImageNet weights from %s", spec.name, Path(local_dir) / fname)
-        return str(Path(local_dir) / fname)
-    cached = keras_cache_dir() / fname
-    if cached.is_file():
-        log.info("Loading %s ImageNet weights from Keras's cache %s", spec.name, cached)
-        return "imagenet"
-    if reachable(WEIGHTS_HOST):
-        log.info("Downloading %s ImageNet weights into Keras's cache %s", spec.name, cached.parent)
-        return "imagenet"
-    where = f"$HISTOLIB_WEIGHTS_DIR ({local_dir})" if local_dir else "a directory named by $HISTOLIB_WEIGHTS_DIR"
-    raise WeightsNotFoundError(
-        f"ImageNet weights for {spec.name!r} are not on disk and {WEIGHTS_HOST} cannot be "
-        f"reached. Fetch {spec.weights_url}{fname} and put it in {where} or in Keras's cache "
-        f"{cached.parent}, or pass weights=None or a weights file path. "
-        f"Received: weights='imagenet'"
-    )
+        raise ValueError(f"weights must be None, 'imagenet' or a file path. Received: weights={weights!r}")
+    return _imagenet_file(spec, input_size)
 
 
 def write_application_weights(model, path) -> Path:
