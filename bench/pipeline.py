@@ -86,7 +86,7 @@ def run_case(case: str, path: str) -> dict:
     if case == "h5-naive":
         import h5py
 
-        from histolib.data.augment import augmentation
+        from histolib.layers.augmentation import augmentation
 
         aug = augmentation("pcam-seed", seed=0)
         x_path = Path(path) / "camelyonpatch_level_2_split_train_x.h5"

@@ -135,9 +135,10 @@ def _duplicates(args) -> int:
     re-encoded and unevenly rescaled copies (ORB keypoints, RANSAC-verified affine maps) and write
     {"groups": [[path, ...], ...]}, paths relative to the data root, each file in one group.
     Cached in $HISTOLIB_CACHE (default ~/.cache/histolib); --groups near-duplicates uses the same."""
+    from histolib import data
     from histolib.data import duplicates
 
-    paths, root = duplicates.spec_files(args.data)
+    paths, root = data.image_files(args.data)
     found = duplicates.find_near_duplicates(paths)
     duplicates.write_groups(found, args.out, root)
     families = [g for g in found.groups if len(g) > 1]

@@ -111,7 +111,7 @@ def _command(commands, name: str, help: str, example: str | None = None, *, save
 
 def _add_train(commands) -> None:
     from histolib import data, strategy, train
-    from histolib.data.augment import NAMES as AUGMENTATIONS
+    from histolib.layers.augmentation import NAMES as AUGMENTATIONS
 
     t = _command(
         commands, "train", "train a model on a data spec's train split, selecting on its valid split",

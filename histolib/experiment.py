@@ -94,9 +94,9 @@ def train_from_spec(spec: str, model_name: str, *, out_dir, epochs: int, batch_s
         batch_size: the global batch; under a strategy it is split over the replicas (under
             ``"data-parallel"`` it must be a multiple of the devices).
         image_size: resize images to ``image_size`` square; ``None`` keeps the data's size.
-        augment: an augmentation set of `histolib.data.augment`, or ``None``.
+        augment: an augmentation set of `histolib.layers.augmentation`, or ``None``.
         augment_in: ``"data"`` (the ``tf.data`` pipeline on the host) or ``"model"`` (a
-            `histolib.data.augment.TrainingAugmentation` layer after the model's input, run in
+            `histolib.layers.TrainingAugmentation` layer after the model's input, run in
             the training step on the accelerator; the host only decodes).
         seed: the shuffle and augmentation seed, recorded by `fit`.
         split_seed: the seed of the 80/10/10 split of a source without split folders (default

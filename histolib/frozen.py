@@ -86,7 +86,7 @@ def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: st
         dataset: unshuffled, unaugmented batches ``(images (b, h, w, 3) in [0, 1], labels)``,
             e.g. ``histolib.data.load(spec, "train", shuffle=False)``.
         views: 1 (the images as they are) or more; views 1 ... ``views - 1`` apply ``augment``.
-        augment: an augmentation set of :mod:`histolib.data.augment` (needed when ``views > 1``).
+        augment: an augmentation set of :mod:`histolib.layers.augmentation` (needed when ``views > 1``).
         seed: view ``v`` draws its augmentation with seed ``seed + v``.
         paths: the image files in ``dataset``'s order, for the cache key; ``None`` disables the
             cache (sources without files).
@@ -105,7 +105,7 @@ def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: st
         stored = files.cached_array("backbone-features", key)
         if stored is not None:
             return stored
-    from histolib.data.augment import augmentation
+    from histolib.layers.augmentation import augmentation
 
     augmenters = [augmentation(augment, seed + view) for view in range(1, views)]
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from histolib import data
-from histolib.data import folders, groups, ovarian, synthetic
+from histolib.data import folders, groups, layout, ovarian, synthetic
 from histolib.data import images as images_mod
 
 
@@ -206,7 +206,7 @@ def test_real_ovarian_folder_reads_every_file(shared_data):
     assert found.bad == [] and len(found.paths) == 498
     sizes = {tuple(s) for s in found.shapes.tolist()}
     assert (415, 553) in sizes and (550, 888) in sizes  # the GIF named 4.jpg; the RGBA PNGs
-    gif = folders.all_files(root).tolist().index(str(root / "Non_Cancerous" / "4.jpg"))
+    gif = layout.all_files(root).tolist().index(str(root / "Non_Cancerous" / "4.jpg"))
     assert found.shapes[gif].tolist() == [415, 553]
     with pytest.raises(ValueError, match="differ in size"):
         data.load(f"folder:{root}", "train")

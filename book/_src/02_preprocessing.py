@@ -51,7 +51,7 @@ import tensorflow as tf
 
 from histolib import data, evaluate, train
 from histolib.data import splits, synthetic
-from histolib.data.augment import augmentation
+from histolib.layers.augmentation import augmentation
 from histolib.models import build_classifier
 
 # %% [markdown]

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from histolib.data import splits
+from histolib.data import kaggle, layout, splits
 from histolib.data._pipeline import AUTOTUNE, Selection, image_size_arg
 from histolib.data.splits import SPLITS
 from histolib.names import closest, unknown_name
 
-__all__ = ["load", "info", "rows", "check", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
+__all__ = ["load", "info", "rows", "check", "image_files", "download", "folder_digest", "file_list_digest", "SOURCES", "SPECS", "SPLITS",
            "DOWNLOADS"]
 
 
@@ -193,7 +193,7 @@ def load(spec: str, split: str = "train", *, batch_size: int = 64, image_size=No
         image_size: ``None`` (native size), an int or ``(h, w)``: resize (bilinear, antialiased).
         shuffle: reshuffle every epoch (seeded). Streamed ``.h5`` files shuffle blocks and a
             buffer (see :mod:`histolib.data.pcam`).
-        augment: ``None`` or an augmentation set of :mod:`histolib.data.augment`
+        augment: ``None`` or an augmentation set of :mod:`histolib.layers.augmentation`
             (``"pcam-seed"``, ``"pcam"``, ``"subtype"``); training split only.
         seed: seed for splits, shuffling, augmentation and synthetic data.
         fractions: ``(train, valid, test)`` for sources without splits.
@@ -216,7 +216,7 @@ def load(spec: str, split: str = "train", *, batch_size: int = 64, image_size=No
         raise ValueError(f"augmentation applies to training data only. Received: augment={augment!r}, split={split!r}")
     pipeline = None
     if augment is not None:
-        from histolib.data.augment import augmentation
+        from histolib.layers.augmentation import augmentation
 
         pipeline = augmentation(augment, seed, dtype="float32")  # [0, 1] float32 under any global policy
     sel = _selection(spec, split, fractions=fractions, seed=seed, group_by=group_by, oversample=oversample)
@@ -254,6 +254,17 @@ def rows(spec: str, split: str = "train", *, seed: int = 0, fractions=(0.8, 0.1,
     sel = _selection(spec, split, fractions=fractions, seed=seed, group_by=group_by, oversample=oversample)
     labels = sel.labels() if callable(sel.labels) else sel.labels
     return sel.items, labels
+
+
+def image_files(spec: str) -> tuple[list[str], Path]:
+    """Every image file of a ``folder:DIR`` or ``kaggle:DIR`` spec (all splits) and its data root,
+    e.g. for near-duplicate groups (`histolib.data.duplicates`)."""
+    source, arg = _parse(spec)
+    if source is SOURCES["folder"]:
+        return list(layout.all_files(arg)), Path(arg)
+    if source is SOURCES["kaggle"]:
+        return list(kaggle.read_table(arg)[0]), Path(arg)
+    raise ValueError(f"near-duplicate groups need image files: a folder:DIR or kaggle:DIR spec. Received: spec={spec!r}")
 
 
 def check(spec: str) -> None:

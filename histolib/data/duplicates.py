@@ -43,6 +43,7 @@ import numpy as np
 
 from histolib import files
 from histolib.data import images as _images
+from histolib.data.layout import all_files
 
 SETTINGS = {"max_side": 512, "n_features": 500, "bits": 20, "tables": 24, "max_distance": 56,
             "min_inliers": 12, "seed": 0}
@@ -307,9 +308,7 @@ def find_near_duplicates(paths, *, use_cache: bool = True, **settings) -> NearDu
 def folder_near_duplicates(root, **kwargs) -> NearDuplicates:
     """`find_near_duplicates` over every image file of the folder source at ``root`` (all splits,
     all classes: a copy filed under another class is found too)."""
-    from histolib.data import folders
-
-    return find_near_duplicates(folders.all_files(root), **kwargs)
+    return find_near_duplicates(all_files(root), **kwargs)
 
 
 def write_groups(found: NearDuplicates, out, root) -> Path:
@@ -327,17 +326,3 @@ def read_groups(path) -> dict[str, str]:
     if not isinstance(groups, dict) or not isinstance(groups.get("groups"), list):
         raise ValueError(f'{path}: expected {{"groups": [[path, ...], ...]}}')
     return {member: group[0] for group in groups["groups"] for member in group}
-
-
-def spec_files(spec: str) -> tuple[list[str], Path]:
-    """The image files and data root of a ``folder:DIR`` or ``kaggle:DIR`` spec."""
-    kind, _, arg = spec.partition(":")
-    if kind == "folder" and arg:
-        from histolib.data import folders
-
-        return list(folders.all_files(arg)), Path(arg)
-    if kind == "kaggle" and arg:
-        from histolib.data import kaggle
-
-        return list(kaggle.read_table(arg)[0]), Path(arg)
-    raise ValueError(f"near-duplicate groups need image files: a folder:DIR or kaggle:DIR spec. Received: spec={spec!r}")

@@ -27,7 +27,7 @@ Over bags of instances (multiple-instance learning, `histolib.layers.mil`):
 Others:
 
 - `RandomFlips`, `RandomHEDJitter`: random preprocessing for the augmentation sets of
-  `histolib.data.augment` (run inside ``tf.data`` under any backend);
+  `histolib.layers.augmentation` (run inside ``tf.data`` under any backend);
 - `TrainingAugmentation`: an augmentation set inside a model, on in training steps only
   (`histolib.models.with_augmentation`);
 - `FoldedBatchNorm`: the identity that stands where a batch norm was folded away

@@ -8,7 +8,7 @@ Both run inside a ``tf.data`` pipeline under any Keras backend, like Keras's own
 layers: they derive from the same base, Keras's ``DataLayer`` (``TFDataLayer`` before Keras
 3.10). Keras does not export that base (keras-team/keras#20071), so it is taken from the bases of
 a public preprocessing layer rather than imported from ``keras.src``.
-`histolib.data.augment` puts them into the augmentation sets.
+`histolib.layers.augmentation` puts them into the augmentation sets.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keras
 
-from histolib.data.augment import NAMES, TrainingAugmentation
+from histolib.layers.augmentation import NAMES, TrainingAugmentation
 
 
 def with_augmentation(model: keras.Model, augment: str, *, seed: int | None = 0,
@@ -30,7 +30,7 @@ def with_augmentation(model: keras.Model, augment: str, *, seed: int | None = 0,
 
     Args:
         model: a functional model with one image input ``(batch, h, w, 3)`` in [0, 1].
-        augment: ``"pcam-seed"``, ``"pcam"`` or ``"subtype"`` (`histolib.data.augment`).
+        augment: ``"pcam-seed"``, ``"pcam"`` or ``"subtype"`` (`histolib.layers.augmentation`).
         seed: base seed of the set's layers.
         name: the augmentation layer's name.
 

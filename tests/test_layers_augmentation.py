@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from histolib import data
-from histolib.data import augment
+from histolib.layers import augmentation as augment
 
 
 @pytest.fixture(scope="module")
