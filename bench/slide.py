@@ -1,6 +1,6 @@
 """Slide heatmap speed: the whole real region, read + tissue mask + tiles + batched prediction.
 
-Times ``histolib.slide.read_region`` followed by ``histolib.slide.heatmap`` on
+Times ``histolib.regions.read_region`` followed by ``histolib.slide.heatmap`` on
 ``../shared/data/he-region/CMU-1-Small-Region.svs`` (2220 x 2967 pixels) with the PCam seed
 model (random weights: the speed does not depend on them), built under the float32 and the
 ``mixed_bfloat16`` policies, at stride 96 and stride 48, after one untimed warm-up that traces
@@ -60,24 +60,25 @@ def measure(region_path: Path, *, repeats: int = 5, batch_size: int = 128,
     import tensorflow as tf
 
     from histolib import slide
+    from histolib.data import regions
 
     results = []
     for dtype in dtypes:
         model = _seed_model(dtype)
-        region = slide.read_region(region_path)
+        region = regions.read_region(region_path)
         slide.heatmap(model, region, stride=96, batch_size=batch_size)  # warm-up: traces predict
         for stride in STRIDES:
             runs, cpu = [], []
             for _ in range(repeats):
                 start, start_cpu = time.perf_counter(), time.process_time()
-                result = slide.heatmap(model, slide.read_region(region_path), stride=stride,
+                result = slide.heatmap(model, regions.read_region(region_path), stride=stride,
                                        batch_size=batch_size)
                 runs.append(time.perf_counter() - start)
                 cpu.append(time.process_time() - start_cpu)
             # one run again, stage by stage
-            region, t_read = _timed(slide.read_region, region_path)
-            mask, t_mask = _timed(slide.tissue_mask, region)
-            tissue, t_tiles = _timed(slide.tissue_fraction, mask, tile=96, stride=stride)
+            region, t_read = _timed(regions.read_region, region_path)
+            mask, t_mask = _timed(regions.tissue_mask, region)
+            tissue, t_tiles = _timed(regions.tissue_fraction, mask, tile=96, stride=stride)
             keep = np.argwhere(tissue >= 0.25)
             _, t_predict = _timed(slide.predict_tiles, model, region, keep * stride,
                                   tile=96, batch_size=batch_size)

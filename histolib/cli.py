@@ -166,11 +166,12 @@ def _heatmap(args) -> int:
     background (Otsu on saturation), score each tile and draw the probability heatmap over the
     region as a PNG."""
     from histolib import evaluate, slide
+    from histolib.data import regions
 
     if not 0.0 <= args.min_tissue <= 1.0:
         raise UsageError(f"{PROG} heatmap: error: --min-tissue must lie in [0, 1], got {args.min_tissue}")
     model = evaluate.load_model(args.model)
-    region = slide.read_region(args.region)
+    region = regions.read_region(args.region)
     result = slide.heatmap(model, region, stride=args.stride, min_tissue=args.min_tissue,
                            batch_size=args.batch_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from histolib import evaluate
+from histolib.data.images import read_image
+from histolib.runs import read_history
 
 #: Colour map and opacity of maps drawn over H&E tissue (`saliency_grid`,
 #: `histolib.slide.draw_heatmap`, `histolib.saliency.overlay`). The stain is purple
@@ -42,8 +44,6 @@ def grey_tissue(images) -> np.ndarray:
 
 def _history_rows(history) -> list:
     if isinstance(history, (str, Path)):
-        from histolib.train import read_history
-
         return read_history(history)
     if hasattr(history, "to_dict"):  # a pandas DataFrame
         return history.to_dict("records")
@@ -318,8 +318,6 @@ def image_groups(groups, *, root=None, max_groups: int = 6, max_per_group: int =
         max_groups, max_per_group: rows and columns shown (the row title counts the rest).
         thumb: inches per thumbnail.
     """
-    from histolib.data.images import read_image
-
     groups = [list(g) for g in groups][:max_groups]
     if not groups:
         raise ValueError("image_groups needs at least one group. Received: groups=[]")

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from histolib import files, slide
+from histolib import files
+from histolib.data import regions
 from histolib.data import pcam, synthetic
 
 
@@ -115,14 +116,14 @@ def test_cmu_region_download_from_a_local_server(server, tmp_path, monkeypatch):
     root, url = server
     payload = b"a stand-in for the 1.9 MB region" * 100
     (root / "CMU-1-Small-Region.svs").write_bytes(payload)
-    monkeypatch.setitem(slide.CMU_REGION, "url", f"{url}/CMU-1-Small-Region.svs")
-    monkeypatch.setitem(slide.CMU_REGION, "md5", hashlib.md5(payload).hexdigest())
-    path = slide.download_cmu_region(tmp_path / "out")
+    monkeypatch.setitem(regions.CMU_REGION, "url", f"{url}/CMU-1-Small-Region.svs")
+    monkeypatch.setitem(regions.CMU_REGION, "md5", hashlib.md5(payload).hexdigest())
+    path = regions.download_cmu_region(tmp_path / "out")
     assert path.read_bytes() == payload and sorted(p.name for p in path.parent.iterdir()) == [path.name]
-    monkeypatch.setitem(slide.CMU_REGION, "md5", "f" * 32)
+    monkeypatch.setitem(regions.CMU_REGION, "md5", "f" * 32)
     path.unlink()
     with pytest.raises(ValueError, match="f{32}"):
-        slide.download_cmu_region(tmp_path / "out")
+        regions.download_cmu_region(tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -10,6 +10,7 @@ import pytest
 import tifffile
 
 from histolib import plots, slide
+from histolib.data import regions
 from histolib.files import md5sum
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,22 +41,22 @@ def red_model(softmax=False, size=96):
 
 
 def test_real_svs_region(shared_data):
-    region = slide.read_region(shared_data / CMU)
+    region = regions.read_region(shared_data / CMU)
     assert region.shape == (2967, 2220, 3) and region.dtype == np.uint8  # 2220 wide, 2967 high
-    thumbnail = slide.read_region(shared_data / CMU, series="Thumbnail")
+    thumbnail = regions.read_region(shared_data / CMU, series="Thumbnail")
     assert thumbnail.shape == (768, 574, 3)
-    mask = slide.tissue_mask(region)
+    mask = regions.tissue_mask(region)
     assert 0.15 < mask.mean() < 0.5  # a tissue strip on glass
     assert mask[:200, :200].mean() < 0.05  # the top-left corner is glass
-    saturation_mask = slide.tissue_mask(region, method="saturation")
+    saturation_mask = regions.tissue_mask(region, method="saturation")
     assert 0.15 < saturation_mask.mean() < 0.5
-    assert slide.tile_grid(region.shape, stride=96) == (30, 23)
-    assert slide.tile_grid(region.shape, stride=48) == (60, 45)
+    assert regions.tile_grid(region.shape, stride=96) == (30, 23)
+    assert regions.tile_grid(region.shape, stride=48) == (60, 45)
 
 
 def test_real_region_heatmap_on_a_corner(shared_data):
     """A known-answer model over a 480 x 384 corner of the real region that holds tissue."""
-    region = slide.read_region(shared_data / CMU)[2400:2880, 600:984]
+    region = regions.read_region(shared_data / CMU)[2400:2880, 600:984]
     result = slide.heatmap(red_model(), region, stride=48, min_tissue=0.5)
     assert result.probability.shape == result.tissue.shape == (9, 7)
     scored = np.isfinite(result.probability)
@@ -69,14 +70,14 @@ def test_synthetic_tiff_end_to_end(tmp_path):
     region = synthetic_region()
     path = tmp_path / "region.tif"
     tifffile.imwrite(path, region, photometric="rgb", tile=(64, 64), compression="zlib")
-    read = slide.read_region(path)
+    read = regions.read_region(path)
     np.testing.assert_array_equal(read, region)
 
-    mask = slide.tissue_mask(read)
+    mask = regions.tissue_mask(read)
     assert mask[96:288, :192].all() and not mask[:96].any()
 
     result = slide.heatmap(red_model(softmax=True), read, stride=48, batch_size=5)
-    assert result.probability.shape == slide.tile_grid(region.shape, stride=48) == (5, 7)
+    assert result.probability.shape == regions.tile_grid(region.shape, stride=48) == (5, 7)
     assert (result.tile, result.stride, result.shape) == (96, 48, (300, 400))
     # scored: the tiles at least a quarter tissue (the default min_tissue), and only those
     expected = result.tissue >= 0.25
@@ -138,15 +139,15 @@ def test_sigmoid_and_softmax_agree_and_no_tissue_scores_nothing():
 
 
 def test_tile_grid_and_fraction_known_answers():
-    assert slide.tile_grid((96, 96), stride=96) == (1, 1)
-    assert slide.tile_grid((191, 300), stride=96) == (1, 3)
-    assert slide.tile_grid((10, 10), tile=4, stride=3) == (3, 3)
+    assert regions.tile_grid((96, 96), stride=96) == (1, 1)
+    assert regions.tile_grid((191, 300), stride=96) == (1, 3)
+    assert regions.tile_grid((10, 10), tile=4, stride=3) == (3, 3)
     mask = np.zeros((10, 10), bool)
     mask[:4, :4] = True
-    fraction = slide.tissue_fraction(mask, tile=4, stride=3)
+    fraction = regions.tissue_fraction(mask, tile=4, stride=3)
     np.testing.assert_allclose(fraction, [[1.0, 0.25, 0.0], [0.25, 1 / 16, 0.0], [0.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="shape=\\(50, 50\\)"):
-        slide.tile_grid((50, 50))
+        regions.tile_grid((50, 50))
 
 
 def test_otsu_mask_splits_two_saturations():
@@ -155,10 +156,10 @@ def test_otsu_mask_splits_two_saturations():
     region = np.full((64, 64, 3), 235, np.uint8)
     region[:, :24] = (200, 80, 160)
     region = np.clip(region + rng.normal(0, 3, region.shape), 0, 255).astype(np.uint8)
-    mask = slide.tissue_mask(region)
+    mask = regions.tissue_mask(region)
     assert mask[:, :24].all() and not mask[:, 24:].any()
     flat = np.full((16, 16, 3), 240, np.uint8)  # one class: nothing above the threshold
-    assert not slide.tissue_mask(flat).any()
+    assert not regions.tissue_mask(flat).any()
 
 
 def test_otsu_mask_of_the_cmu_region_agrees_with_the_hand_written_one(shared_data):
@@ -166,31 +167,31 @@ def test_otsu_mask_of_the_cmu_region_agrees_with_the_hand_written_one(shared_dat
     # 256 bins over [0, 1]): tissue on 27.854 % of the pixels, 265 tiles of 96 px with at least a
     # quarter tissue. scikit-image's histogram spans the values present; its cut (0.248) moves
     # 0.1 % of the pixels and no tile.
-    region = slide.read_region(shared_data / CMU)
-    mask = slide.tissue_mask(region)
+    region = regions.read_region(shared_data / CMU)
+    mask = regions.tissue_mask(region)
     assert mask.mean() == pytest.approx(0.27854, abs=0.002)
-    fraction = slide.tissue_fraction(mask, stride=96)
+    fraction = regions.tissue_fraction(mask, stride=96)
     assert ((fraction >= 0.25) & (fraction > 0)).sum() == 265
 
 
 def test_clear_errors_name_the_file(tmp_path):
     missing = tmp_path / "nowhere.svs"
     with pytest.raises(FileNotFoundError, match="nowhere.svs"):
-        slide.read_region(missing)
+        regions.read_region(missing)
     text = tmp_path / "notes.svs"
     text.write_text("not a slide")
     with pytest.raises(ValueError, match="notes.svs is not one"):
-        slide.read_region(text)
+        regions.read_region(text)
     grey = tmp_path / "grey.tif"
     tifffile.imwrite(grey, np.zeros((20, 20), np.uint8))
     with pytest.raises(ValueError, match="grey.tif.*shape=\\(20, 20\\)"):
-        slide.read_region(grey)
+        regions.read_region(grey)
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, np.zeros((20, 20, 3), np.uint8), photometric="rgb")
     with pytest.raises(ValueError, match="rgb.tif.*level=2"):
-        slide.read_region(rgb, level=2)
+        regions.read_region(rgb, level=2)
     with pytest.raises(ValueError, match="rgb.tif.*series='Macro'"):
-        slide.read_region(rgb, series="Macro")
+        regions.read_region(rgb, series="Macro")
 
 
 def test_model_input_must_match_tiles():
@@ -206,7 +207,7 @@ def test_model_input_must_match_tiles():
 def test_manifest_matches_the_module_and_the_shared_file(shared_data):
     manifest = json.loads((ROOT / "data" / "cmu_region.json").read_text())
     for key in ("filename", "url", "md5", "bytes"):
-        assert manifest[key] == slide.CMU_REGION[key]
+        assert manifest[key] == regions.CMU_REGION[key]
     path = shared_data / CMU
     assert path.stat().st_size == manifest["bytes"]
     assert md5sum(path) == manifest["md5"]
@@ -218,7 +219,7 @@ def test_download_keeps_a_checked_file_without_network(tmp_path, shared_data, mo
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     (tmp_path / "CMU-1-Small-Region.svs").write_bytes((shared_data / CMU).read_bytes())
-    assert slide.download_cmu_region(tmp_path) == tmp_path / "CMU-1-Small-Region.svs"
+    assert regions.download_cmu_region(tmp_path) == tmp_path / "CMU-1-Small-Region.svs"
 
 
 def test_download_fails_fast_and_clearly_offline(tmp_path, monkeypatch):
@@ -228,7 +229,7 @@ def test_download_fails_fast_and_clearly_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", offline)
     with pytest.raises(ConnectionError, match="openslide.cs.cmu.edu.*by hand"):
-        slide.download_cmu_region(tmp_path / "out")
+        regions.download_cmu_region(tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from histolib import data, evaluate, plots, saliency, slide, train
-from histolib.data import synthetic
+from histolib.data import regions, synthetic
 from histolib.models import build_classifier, build_seed_pcam_model
 
 # %% [markdown]
@@ -257,8 +257,8 @@ print(f"model: {source}; decision threshold {threshold:.3f}")
 
 # %%
 if REGION.is_file():
-    region = slide.read_region(REGION)
-    print("region", region.shape, region.dtype, f"tissue {slide.tissue_mask(region).mean():.0%} of the pixels")
+    region = regions.read_region(REGION)
+    print("region", region.shape, region.dtype, f"tissue {regions.tissue_mask(region).mean():.0%} of the pixels")
 else:
     region = None
     print(f"{REGION} is not on this machine. Get the same file (1.9 MB, MD5-checked) with\n"

@@ -70,8 +70,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from histolib import evaluate, plots, provenance, saliency, slide, train
-from histolib.data import bags, splits, synthetic
+from histolib import evaluate, plots, provenance, saliency, train
+from histolib.data import bags, regions, splits, synthetic
 from histolib.data.features import cache_dir, read_source, tile_features
 from histolib.layers import AttentionMILPooling
 from histolib.models import POOLINGS, attention_scores, build_mil_classifier, build_tile_encoder
@@ -516,7 +516,7 @@ if REAL and REGION.is_file():
     gated = trained["gated", SEEDS[0]]
     region_weights = attention_scores(gated, {"features": x_region, "mask": mask_region})[0]
     region_probability = gated.predict({"features": x_region, "mask": mask_region}, verbose=0)[0, 1]
-    display(plots.bag_attention(slide.read_region(REGION), region_bags.boxes, region_weights,
+    display(plots.bag_attention(regions.read_region(REGION), region_bags.boxes, region_weights,
                                 title=f"{len(region_bags.sources)} tissue tiles; bag probability of tumour "
                                       f"{region_probability:.2f}"))
 else:

@@ -107,7 +107,7 @@ class Download:
 #: name -> `Download`: what ``histolib data NAME --out DIR`` fetches.
 DOWNLOADS: dict[str, Download] = {
     "pcam": Download("histolib.data.pcam:download_pcam", "the PatchCamelyon .h5.gz files (about 7.5 GB)"),
-    "cmu-region": Download("histolib.slide:download_cmu_region", "OpenSlide's CMU-1-Small-Region.svs (1.9 MB)"),
+    "cmu-region": Download("histolib.data.regions:download_cmu_region", "OpenSlide's CMU-1-Small-Region.svs (1.9 MB)"),
     "ovarian": Download("histolib.data.ovarian:download_ovarian",
                         "the 498 real ovarian subtype micrographs from Mendeley Data (about 40 MB)",
                         "every file SHA-256 checked against the package's manifest"),

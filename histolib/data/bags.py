@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from histolib.data import regions
 from histolib.files import IMAGE_SUFFIXES
 
 
@@ -235,17 +236,15 @@ def ovarian_bags(root, *, tile: int | None = 96, groups=None, per_class: int | N
 def region_bag(path, *, tile: int = 96, stride: int = 96, min_tissue: float = 0.5) -> Bags:
     """The tissue tiles of a slide region as one unlabelled bag.
 
-    The region is read with `histolib.slide.read_region`, its tissue found by
-    `histolib.slide.tissue_mask` (Otsu on colour saturation), and every ``tile x tile`` tile at
+    The region is read with `histolib.data.regions.read_region`, its tissue found by
+    `histolib.data.regions.tissue_mask` (Otsu on colour saturation), and every ``tile x tile`` tile at
     ``stride`` with at least ``min_tissue`` of its pixels on tissue is kept.
 
     Returns:
         `Bags` with one bag (label -1), tiles in row-major order of the grid.
     """
-    from histolib import slide
-
-    region = slide.read_region(path)
-    fraction = slide.tissue_fraction(slide.tissue_mask(region), tile=tile, stride=stride)
+    region = regions.read_region(path)
+    fraction = regions.tissue_fraction(regions.tissue_mask(region), tile=tile, stride=stride)
     rows, cols = np.nonzero(fraction >= min_tissue)
     if not len(rows):
         raise ValueError(f"No tile of {path} has {min_tissue:.0%} tissue. Received: min_tissue={min_tissue}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from histolib import files
+from histolib.data.regions import read_region
 
 #: Bumped when the way features are computed changes, so old cache files are not reused.
 CACHE_VERSION = 1
@@ -53,9 +54,7 @@ def read_source(path) -> np.ndarray:
 
     path = Path(path)
     if path.suffix.lower() in files.SLIDE_SUFFIXES:
-        from histolib import slide
-
-        return slide.read_region(path)
+        return read_region(path)
     try:
         return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
