@@ -101,3 +101,27 @@ def test_grouped_split_leaves_no_split_without_a_class_of_few_large_groups():
         assert all(len(parts[s]) > 0 for s in ("train", "valid", "test")), (seed, parts)
         owners = [set(groups[parts[s]]) for s in ("train", "valid", "test")]
         assert sum(map(len, owners)) == len(sizes)  # still no group on two sides
+
+
+def test_grouped_split_is_stratified_group_k_fold_taken_8_1_1(seed_set):
+    """80/10/10 with groups is scikit-learn's StratifiedGroupKFold(10): fold 0 is the test split,
+    fold 1 the valid split, folds 2-9 train (split algorithm 2)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, patients = seed_set
+    parts = splits.stratified_split(labels, (0.8, 0.1, 0.1), seed=7, groups=patients)
+    folds = list(StratifiedGroupKFold(10, shuffle=True, random_state=7).split(labels, labels, patients))
+    np.testing.assert_array_equal(parts["test"], np.sort(folds[0][1]))
+    np.testing.assert_array_equal(parts["valid"], np.sort(folds[1][1]))
+    np.testing.assert_array_equal(parts["train"], np.sort(np.concatenate([f[1] for f in folds[2:]])))
+    assert splits.SPLIT_VERSION == 2
+    three_one = splits.stratified_split(labels, (0.75, 0.25, 0.0), seed=7, groups=patients)
+    assert len(three_one["test"]) == 0 and abs(len(three_one["valid"]) / len(labels) - 0.25) < 0.02
+
+
+def test_grouped_split_needs_whole_folds_and_enough_groups(seed_set):
+    labels, patients = seed_set
+    with pytest.raises(ValueError, match="multiple of 1/k"):
+        splits.stratified_split(labels, (0.5, 0.17, 0.33), seed=0, groups=patients)
+    with pytest.raises(ValueError, match="10 folds need at least 10 groups"):
+        splits.stratified_split(np.arange(40) % 2, (0.8, 0.1, 0.1), groups=np.arange(40) % 4)

@@ -15,10 +15,17 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 SPLITS = ("train", "valid", "test")
 """Split names, in the order of ``fractions``."""
+
+#: The split algorithm: 1 cut groups by their majority label (before December 2026); 2 takes
+#: grouped splits from scikit-learn's ``StratifiedGroupKFold`` (`stratified_split`). Ungrouped
+#: splits are the same in both. Runs and model cards record it.
+SPLIT_VERSION = 2
+#: The most folds a grouped split is cut into (its fractions must be multiples of 1/k).
+MAX_FOLDS = 20
 
 OVERSAMPLE = (None, "after", "before")
 """Oversampling orders: none; RandomOverSampler on the training split only (right); on the whole
@@ -34,68 +41,73 @@ def check_fractions(fractions) -> tuple[float, float, float]:
     return f
 
 
+def _fold_counts(fractions) -> tuple[int, list[int]]:
+    """The fewest folds ``k`` (at most `MAX_FOLDS`) in which ``fractions`` are whole numbers of
+    folds, and those numbers: 80/10/10 is 10 folds taken 8/1/1, 75/25/0 is 4 taken 3/1/0."""
+    for k in range(2, MAX_FOLDS + 1):
+        parts = [f * k for f in fractions]
+        if all(abs(p - round(p)) < 1e-6 for p in parts):
+            return k, [round(p) for p in parts]
+    raise ValueError(f"a grouped split takes whole folds of at most {MAX_FOLDS}: each fraction must be a "
+                     f"multiple of 1/k for some k <= {MAX_FOLDS}. Received: fractions={tuple(fractions)!r}")
+
+
+def group_folds(labels, groups, n_folds: int, seed: int = 0) -> np.ndarray:
+    """The fold of each item in scikit-learn's ``StratifiedGroupKFold(n_folds, shuffle=True,
+    random_state=seed)``: every group in one fold, each fold close to the class proportions of
+    the whole (it balances each group's full class counts).
+
+    Args:
+        labels: int ``(n,)``; groups: keys ``(n,)`` (patients, slides, near-duplicate families).
+
+    Returns:
+        int64 ``(n,)`` in ``0 .. n_folds - 1``.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if len(groups) != len(labels):
+        raise ValueError(f"groups must have one key per image ({len(labels)}). Received: {len(groups)} keys")
+    if len(np.unique(groups)) < n_folds:
+        raise ValueError(f"{n_folds} folds need at least {n_folds} groups. Received: {len(np.unique(groups))} groups")
+    folds = np.empty(len(labels), dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+        folds[held] = fold
+    return folds
+
+
 def stratified_split(labels, fractions=(0.8, 0.1, 0.1), seed: int = 0, groups=None) -> dict:
     """Seeded stratified split of ``range(len(labels))``.
+
+    Without groups: scikit-learn's ``train_test_split`` twice (test off first, then valid),
+    stratified by label. With groups: the folds of `group_folds`, ``k`` of them where each
+    fraction is a whole number of folds (80/10/10: 10 folds taken 8/1/1; folds ``0 .. t - 1``
+    are the test split, the next ``v`` the valid split, the rest train), so a group never spans
+    two splits and each split is close to its fraction of each class. This is split algorithm
+    `SPLIT_VERSION`; runs record it.
 
     Args:
         labels: int ``(n,)``.
         fractions: ``(train, valid, test)``, summing to 1 (default 80/10/10 like the seed).
         seed: split seed.
-        groups: optional keys ``(n,)`` (patient, slide); a group never spans two splits. Groups
-            are stratified by their majority label and cut by image counts, per class, so each
-            split gets close to its fraction of each class (sklearn's splitters offer either
-            grouping or arbitrary fractions, not both with stratification).
+        groups: optional keys ``(n,)`` (patient, slide, near-duplicate family).
 
     Returns:
         ``{"train": idx, "valid": idx, "test": idx}``, sorted int64 index arrays.
     """
     labels = np.asarray(labels)
     f = check_fractions(fractions)
-    n = len(labels)
-    if groups is None:
-        idx = np.arange(n)
-        rest, test = (idx, idx[:0]) if f[2] == 0 else train_test_split(
-            idx, test_size=f[2], stratify=labels, random_state=seed)
-        train, valid = (rest, idx[:0]) if f[1] == 0 else train_test_split(
-            rest, test_size=f[1] / (f[0] + f[1]), stratify=labels[rest], random_state=seed)
-        return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
-    groups = np.asarray(groups)
-    if len(groups) != n:
-        raise ValueError(f"groups must have one key per image ({n}). Received: {len(groups)} keys")
-    rng = np.random.default_rng(seed)
-    keys, inverse = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(inverse)
-    majority = np.array([np.bincount(labels[inverse == g]).argmax() for g in range(len(keys))])
-    out = {s: [] for s in SPLITS}
-    for c in np.unique(majority):
-        members = rng.permutation(np.flatnonzero(majority == c))
-        ends = np.cumsum(sizes[members]) / sizes[members].sum()
-        # A group goes to the split its midpoint falls in: train first, then valid, then test.
-        mid = ends - sizes[members] / sizes[members].sum() / 2
-        cut = _fill_empty(np.searchsorted(np.cumsum(f)[:2], mid, side="right"), sizes[members], f)
-        for s, name in enumerate(SPLITS):
-            out[name].extend(members[cut == s])
-    return {name: np.flatnonzero(np.isin(inverse, out[name])) for name in SPLITS}
-
-
-def _fill_empty(cut, sizes, fractions) -> np.ndarray:
-    """Give every split with a nonzero fraction at least one of a class's groups when the class
-    has enough of them: a few large groups (near-duplicate families) can leave a split's midpoint
-    range empty. The group moved is the one, from the split holding most images, whose size is
-    closest to what the empty split should hold."""
-    cut = cut.copy()
-    wanted = [s for s in range(len(SPLITS)) if fractions[s] > 0]
-    if len(sizes) < len(wanted):
-        return cut
-    for s in wanted:
-        if (cut == s).any():
-            continue
-        held = np.array([sizes[cut == t].sum() for t in range(len(SPLITS))])
-        donor = np.flatnonzero(cut == held.argmax())
-        if len(donor) < 2:
-            continue
-        cut[donor[np.argmin(np.abs(sizes[donor] - fractions[s] * sizes.sum()))]] = s
-    return cut
+    if groups is not None:
+        k, (_, n_valid, n_test) = _fold_counts(f)
+        folds = group_folds(labels, groups, k, seed)
+        return {"train": np.flatnonzero(folds >= n_test + n_valid),
+                "valid": np.flatnonzero((folds >= n_test) & (folds < n_test + n_valid)),
+                "test": np.flatnonzero(folds < n_test)}
+    idx = np.arange(len(labels))
+    rest, test = (idx, idx[:0]) if f[2] == 0 else train_test_split(
+        idx, test_size=f[2], stratify=labels, random_state=seed)
+    train, valid = (rest, idx[:0]) if f[1] == 0 else train_test_split(
+        rest, test_size=f[1] / (f[0] + f[1]), stratify=labels[rest], random_state=seed)
+    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
 
 
 def oversample(indices, labels, seed: int = 0) -> np.ndarray:
