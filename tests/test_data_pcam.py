@@ -35,8 +35,13 @@ def test_streams_in_order(pcam_dir, arrays):
     np.testing.assert_array_equal(y, labels)
 
 
-def test_gz_unpacked_once(pcam_dir, arrays):
+def test_gz_is_unpacked_when_asked_not_as_a_side_effect(pcam_dir, arrays):
     images, labels = arrays
+    with pytest.raises(ValueError, match=r"packed.*histolib.data.pcam.unpack"):
+        data.load(f"pcam-h5:{pcam_dir}", "valid", batch_size=3)
+    assert not (pcam_dir / "camelyonpatch_level_2_split_valid_x.h5").exists()
+    assert [p.name for p in pcam.unpack(pcam_dir, ["valid"])] == [
+        "camelyonpatch_level_2_split_valid_x.h5", "camelyonpatch_level_2_split_valid_y.h5"]
     x, y = _all(data.load(f"pcam-h5:{pcam_dir}", "valid", batch_size=3, image_size=48))
     assert x.shape == (8, 48, 48, 3)
     np.testing.assert_array_equal(y, labels[:8])

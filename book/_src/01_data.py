@@ -77,14 +77,7 @@ print(f"profile {PROFILE!r}, PCam source {PCAM_SPEC!r}")
 # names and per-class counts without decoding a single image. The specs:
 
 # %%
-pd.DataFrame({"spec": data.SPECS, "what": [
-    "built-in PCam-like patches with lesion masks (fixed train / valid / test splits)",
-    "built-in five-class ovarian-subtype textures, with patient keys (no splits: seeded split)",
-    "PCam's original .h5 / .h5.gz files, streamed from disk",
-    "PCam through TensorFlow Datasets (downloads from Zenodo when there is a network)",
-    "an image folder DIR/[split/]class/*.png|jpg|tif",
-    "Kaggle's histopathologic-cancer-detection layout: train/<id>.tif + train_labels.csv",
-]})
+pd.DataFrame({"spec": data.SPECS, "what": [entry.summary for entry in data.SOURCES.values()]})
 
 # %% [markdown]
 # The synthetic PCam set has fixed, disjoint splits of 4,096 / 512 / 512 patches, exactly balanced:

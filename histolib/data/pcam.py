@@ -4,8 +4,8 @@ Layout in ``DIR`` (spec ``pcam-h5:DIR``):
 
 - ``..._{split}_x.h5``: dataset ``x``, uint8 ``(n, 96, 96, 3)``; ``..._{split}_y.h5``: dataset
   ``y``, uint8 ``(n, 1, 1, 1)`` (``(n,)`` is accepted too); splits ``train``, ``valid``,
-  ``test`` of 262,144 / 32,768 / 32,768 patches, each balanced. ``.h5.gz`` files, as published,
-  are unpacked once beside themselves.
+  ``test`` of 262,144 / 32,768 / 32,768 patches, each balanced. The ``.h5.gz`` archives, as
+  published, are unpacked once beside themselves by :func:`unpack` (`download_pcam` does it).
 - ``..._{split}_meta.csv`` (optional): one row per patch, column ``wsi`` naming its Camelyon16
   slide (:func:`read_meta`), so splits and reports can be grouped by slide.
 
@@ -77,20 +77,42 @@ def _unpack(gz: Path, out: Path) -> None:
 
 
 def h5_path(directory, split: str, key: str) -> Path:
-    """Path of the ``x`` or ``y`` file of ``split``, unpacking ``.h5.gz`` once when that is all
-    there is. Raises ``ValueError`` naming the missing file."""
-    directory = Path(directory)
-    path = directory / PCAM_FILE.format(split=split, key=key)
+    """Path of the unpacked ``x`` or ``y`` file of ``split``. Reads nothing and writes nothing:
+    a folder holding only the ``.h5.gz`` archive is an error saying to `unpack` it first.
+
+    Raises:
+        ValueError: naming the missing file (and the archive, when that is there).
+    """
+    path = Path(directory) / PCAM_FILE.format(split=split, key=key)
     if path.is_file():
         return path
     gz = Path(f"{path}.gz")
     if gz.is_file():
-        if not os.access(directory, os.W_OK):
-            raise ValueError(f"{gz} needs unpacking once, but {directory} is not writable; gunzip it elsewhere")
-        _unpack(gz, path)
-        return path
+        raise ValueError(f"{gz} is packed: h5py reads unpacked files only. Unpack it once with "
+                         f"histolib.data.pcam.unpack({str(directory)!r}) (or gunzip -k)")
     raise ValueError(f"missing PCam file {path} (or {gz.name}); get the files with "
-                     f"histolib.data.pcam.download_pcam({str(directory)!r}) or `histolib data pcam {directory}`")
+                     f"histolib.data.pcam.download_pcam({str(directory)!r}) or `histolib data pcam --out {directory}`")
+
+
+def unpack(directory, splits=SPLITS) -> list[Path]:
+    """Unpack each ``.h5.gz`` archive of ``splits`` in ``directory`` beside itself (atomically;
+    an ``.h5`` already there is kept). Returns the ``.h5`` files there now.
+
+    Raises:
+        ValueError: an archive that cannot be unpacked (truncated), or an unwritable folder.
+    """
+    directory, out = Path(directory), []
+    for split in splits:
+        for key in ("x", "y"):
+            path = directory / PCAM_FILE.format(split=split, key=key)
+            gz = Path(f"{path}.gz")
+            if not path.is_file() and gz.is_file():
+                if not os.access(directory, os.W_OK):
+                    raise ValueError(f"{gz} needs unpacking, but {directory} is not writable; gunzip it elsewhere")
+                _unpack(gz, path)
+            if path.is_file():
+                out.append(path)
+    return out
 
 
 def _open(path: Path, key: str):
