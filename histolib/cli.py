@@ -15,8 +15,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from histolib import cli_options
+import keras
+
+from histolib import cli_options, data, evaluate, experiment, slide, split_record
 from histolib.cli_options import PROG, UsageError
+from histolib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from histolib.data import duplicates, regions
+from histolib.data.images import describe_failure
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 
@@ -30,46 +35,37 @@ def _interactive() -> bool:
     return sys.stdout.isatty()
 
 
-def _split_load(args, split_seed) -> dict:
-    """The split-shaping arguments of `histolib.data.load` for the command's options."""
-    from histolib import split_record
-
-    return {"seed": split_seed, "group_by": split_record.group_by(args.groups),
-            "oversample": None if args.oversample in (None, "none") else args.oversample}
+def run_config(args) -> RunConfig:
+    """The `histolib.config.RunConfig` of a parsed ``histolib train`` (or ``cv``) command line:
+    built once here, validated by its parts, recorded whole in ``run.json``."""
+    options = {"freeze": False} if args.fine_tune else {}  # the builder options of --fine-tune, --backbone-size
+    if args.backbone_size:
+        options["backbone_size"] = args.backbone_size
+    return RunConfig(
+        data=DataConfig(spec=args.data, image_size=args.image_size, groups=args.groups, oversample=args.oversample,
+                        split_seed=args.seed if args.split_seed is None else args.split_seed),
+        model=ModelConfig(name=args.model, weights=args.weights, options=options, precision=args.precision),
+        train=TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, patience=args.patience,
+            monitor=args.monitor, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+            class_weight=args.class_weight, seed=args.seed, augment=args.augment, augment_in=args.augment_in,
+            features=args.features, views=args.views, steps_per_epoch=args.steps_per_epoch,
+            validation_steps=args.validation_steps, steps_per_execution=args.steps_per_execution,
+            strategy=args.strategy, deterministic=args.deterministic, tensorboard=args.tensorboard,
+            verbose=1 if _interactive() else 2),
+        command=shlex.join([PROG, *args.argv]))
 
 
 def _train(args) -> int:
     """Train NAME on the 'train' split of SPEC and select the best epoch on its 'valid' split.
     Writes OUT/best.keras (the best epoch), OUT/history.csv (one row per epoch), OUT/threshold.json
-    (the decision threshold chosen on 'valid' by Youden's J) and OUT/run.json (command, time,
-    versions, machine). Run the same command again after an interruption and it resumes after the
-    last finished epoch; on a finished run it says so and trains nothing."""
-    import keras
-
-    from histolib import experiment
-
-    if args.patience < 0:
-        raise UsageError(f"{PROG} train: error: --patience must be >= 0, got {args.patience}")
-    if args.warmup_epochs < 0 or (args.warmup_epochs and args.schedule != "cosine"):
-        raise UsageError(f"{PROG} train: error: --warmup-epochs must be >= 0, with --schedule cosine")
-    options = {"freeze": False} if args.fine_tune else {}  # the builder options of --fine-tune, --backbone-size
-    if args.backbone_size:
-        options["backbone_size"] = args.backbone_size
-    keras.utils.set_random_seed(args.seed)  # once, for the initial weights and dropout
-    result = experiment.train_from_spec(
-        args.data, args.model, out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size,
-        image_size=args.image_size, augment=args.augment, augment_in=args.augment_in, seed=args.seed,
-        split_seed=args.seed if args.split_seed is None else args.split_seed, groups=args.groups,
-        oversample=None if args.oversample == "none" else args.oversample,
-        features=args.features, views=args.views,
-        weights=args.weights, precision=args.precision, strategy=args.strategy,
-        class_weight=None if args.class_weight == "none" else args.class_weight,
-        command=shlex.join([PROG, *args.argv]), learning_rate=args.lr, patience=args.patience,
-        monitor=args.monitor, deterministic=args.deterministic, tensorboard=args.tensorboard,
-        steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps,
-        steps_per_execution=args.steps_per_execution, verbose=1 if _interactive() else 2,
-        model_options=options, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-    )
+    (the decision threshold chosen on 'valid' by Youden's J) and OUT/run.json (the run's
+    configuration, command, time, versions, machine). Run the same command again after an
+    interruption and it resumes after the last finished epoch; on a finished run it says so and
+    trains nothing."""
+    config = run_config(args)
+    keras.utils.set_random_seed(config.train.seed)  # once, for the initial weights and dropout
+    result = experiment.train_from_spec(config, out_dir=args.out)
     _print_fit(result, args.out)
     return 0
 
@@ -93,18 +89,16 @@ def _evaluate(args) -> int:
     is never tuned on the split being scored. A source without split folders is split as the
     model's training split it: the split seed, groups and oversampling come from run.json beside
     the model (options that disagree are an error)."""
-    from histolib import data, evaluate, split_record
-
     model = evaluate.load_model(args.model)
     size = args.image_size
     if size is None:
         shape = model.inputs[0].shape
         size = None if shape[1] is None else (int(shape[1]), int(shape[2]))
     split = split_record.recorded_split(args.model, args.data, split_seed=args.split_seed, groups=args.groups,
-                                        oversample=None if args.oversample == "none" else args.oversample)
-    args.groups, args.oversample = split["groups"], split["oversample"]
-    dataset = data.load(args.data, args.split, batch_size=args.batch_size, image_size=size,
-                        **_split_load(args, split["split_seed"]))
+                                        oversample=args.oversample)
+    source = data.source(args.data, seed=split["split_seed"], group_by=split_record.group_by(split["groups"]),
+                         oversample=split["oversample"])
+    dataset = source.load(args.split, batch_size=args.batch_size, image_size=size)
     threshold = evaluate.read_threshold(args.model)
     if evaluate.threshold_record(args.model).get("tta") and not args.tta:
         print(f"note: {args.model}'s threshold was chosen with 8-view TTA; score it with --tta", file=sys.stderr)
@@ -113,7 +107,7 @@ def _evaluate(args) -> int:
                                       progress=_interactive())
     metrics.update(model=str(args.model), data=args.data, split=args.split,
                    split_settings={k: split[k] for k in ("split_seed", "groups", "oversample", "from")})
-    digest = data.folder_digest(args.data)
+    digest = source.digest()
     if digest is not None:
         metrics["file_list"] = digest
     summary = "  ".join(f"{k} {metrics[k]:.4f}" for k in
@@ -135,9 +129,6 @@ def _duplicates(args) -> int:
     re-encoded and unevenly rescaled copies (ORB keypoints, RANSAC-verified affine maps) and write
     {"groups": [[path, ...], ...]}, paths relative to the data root, each file in one group.
     Cached in $HISTOLIB_CACHE (default ~/.cache/histolib); --groups near-duplicates uses the same."""
-    from histolib import data
-    from histolib.data import duplicates
-
     paths, root = data.image_files(args.data)
     found = duplicates.find_near_duplicates(paths)
     duplicates.write_groups(found, args.out, root)
@@ -150,7 +141,7 @@ def _duplicates(args) -> int:
 
 def _print_tables(metrics: dict) -> None:
     """The confusion matrix and scikit-learn's per-class report of `evaluate.evaluate_model`."""
-    import pandas as pd
+    import pandas as pd  # deferred: only the evaluate command prints tables
 
     report = metrics["classification_report"]
     names = list(report)[:len(metrics["confusion_matrix"])]  # the classes come first
@@ -165,9 +156,6 @@ def _heatmap(args) -> int:
     """Cut the tissue of a slide region (SVS or TIFF) into tiles of the model's input size, skip
     background (Otsu on saturation), score each tile and draw the probability heatmap over the
     region as a PNG."""
-    from histolib import evaluate, slide
-    from histolib.data import regions
-
     if not 0.0 <= args.min_tissue <= 1.0:
         raise UsageError(f"{PROG} heatmap: error: --min-tissue must lie in [0, 1], got {args.min_tissue}")
     model = evaluate.load_model(args.model)
@@ -183,8 +171,6 @@ def _heatmap(args) -> int:
 def _data(args) -> int:
     """Download real data, checked (MD5, or SHA-256 per file); files already there and intact
     are kept. Offline, fails fast with a message saying where to get the files by hand."""
-    from histolib import data
-
     for path in data.download(args.dataset, args.out):
         print(f"{path} ({data.DOWNLOADS[args.dataset].checked})")
     return 0
@@ -225,8 +211,6 @@ def main(argv=None) -> int:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # TensorFlow's error for a file that stopped decoding mid-run
-        from histolib.data.images import describe_failure
-
         failure = describe_failure(error)
         if failure is None:
             raise

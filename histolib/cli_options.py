@@ -12,6 +12,12 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from histolib import data, models
+from histolib import strategy as strategies
+from histolib.config import SCHEDULES
+from histolib.layers.augmentation import NAMES as AUGMENTATIONS
+from histolib.names import unknown_name
+
 PROG = "histolib"
 
 EPILOG_TOP = """\
@@ -65,22 +71,22 @@ def _positive_float(text):
     return value
 
 
-def _spec_help(data) -> str:
+def _none_or(text: str):
+    """The word ``none`` as ``None``: options whose default is to do nothing."""
+    return None if text == "none" else text
+
+
+def _spec_help() -> str:
     return "data spec: " + ", ".join(data.SPECS)
 
 
 def _command_models() -> list[str]:
     """The model names `histolib train` builds: every registry name but the ``mil-*`` ones, which
     train on bags of tile features rather than on images."""
-    from histolib import models
-
     return [n for n in models.list_models() if not n.startswith("mil-")]
 
 
 def _model_name(text):
-    from histolib import models
-    from histolib.names import unknown_name
-
     if text.startswith("mil-") and text in models.list_models():
         raise argparse.ArgumentTypeError(
             f"{text} trains on bags of tile features (histolib.data.bags), which the command does not make; "
@@ -110,14 +116,11 @@ def _command(commands, name: str, help: str, example: str | None = None, *, save
 
 
 def _add_train(commands) -> None:
-    from histolib import data, strategy, train
-    from histolib.layers.augmentation import NAMES as AUGMENTATIONS
-
     t = _command(
         commands, "train", "train a model on a data spec's train split, selecting on its valid split",
         example="histolib train --data folder:../shared/data/pcam-jpeg --model seed-pcam "
         "--epochs 8 --augment pcam-seed --out runs/pcam-seed")
-    t.add_argument("--data", required=True, metavar="SPEC", help=_spec_help(data))
+    t.add_argument("--data", required=True, metavar="SPEC", help=_spec_help())
     t.add_argument("--model", required=True, metavar="NAME", type=_model_name,
                    help=f"one of: {', '.join(_command_models())}")
     t.add_argument("--epochs", required=True, type=_positive_int, metavar="N", help="total epochs of the run")
@@ -138,7 +141,7 @@ def _add_train(commands) -> None:
     t.add_argument("--monitor", default="val_loss",
                    help="what EarlyStopping, ModelCheckpoint and ReduceLROnPlateau watch (default val_loss; "
                    "e.g. val_auc)")
-    t.add_argument("--class-weight", choices=["none", "balanced"], default="none",
+    t.add_argument("--class-weight", type=_none_or, choices=[None, "balanced"], default=None, metavar="{none,balanced}",
                    help="weight classes by inverse frequency in the train split (default none)")
     t.add_argument("--weights", default="auto", metavar="W",
                    help="initial weights: auto (ImageNet for pretrained backbones, with the backbone "
@@ -146,13 +149,13 @@ def _add_train(commands) -> None:
                    "frozen) or a weights file (default auto)")
     t.add_argument("--fine-tune", action="store_true", help="train the pretrained backbone too (default: frozen)")
     t.add_argument("--backbone-size", type=_positive_int, metavar="PX", help="resize to PX inside the model, before the backbone")
-    t.add_argument("--schedule", default="plateau", choices=train.SCHEDULES,
+    t.add_argument("--schedule", default="plateau", choices=SCHEDULES,
                    help="plateau: ReduceLROnPlateau by 0.3 (the seeds', default); cosine: decay to 0 at the last epoch")
     t.add_argument("--warmup-epochs", type=float, default=0.0, metavar="E", help="warm-up of the cosine schedule")
-    t.add_argument("--precision", default="auto", choices=strategy.PRECISIONS,
+    t.add_argument("--precision", default="auto", choices=strategies.PRECISIONS,
                    help="Keras dtype policy; auto: mixed_bfloat16 on TPUs and, under TensorFlow, on CPUs "
                    "with bfloat16 instructions and oneDNN on, mixed_float16 on GPUs, float32 otherwise")
-    t.add_argument("--strategy", default=None, choices=strategy.CHOICES,
+    t.add_argument("--strategy", default=None, choices=strategies.CHOICES,
                    help="distribution strategy (default: $HISTOLIB_STRATEGY, else auto: a TPU, else "
                    "mirrored GPUs, else one device; under KERAS_BACKEND=jax: data-parallel over all JAX "
                    "devices where there are several); --batch-size is then the global batch")
@@ -183,20 +186,19 @@ def _add_split_options(parser, *, training: bool) -> None:
     parser.add_argument("--split-seed", type=int, default=None, metavar="S",
                         help="seed of the 80/10/10 split of a source without split folders "
                         + ("(default: --seed)" if training else "(default: the record's, else 0)"))
-    parser.add_argument("--oversample", choices=["none", "after", "before"], default="none" if training else None,
+    parser.add_argument("--oversample", type=_none_or, choices=[None, "after", "before"], default=None,
+                        metavar="{none,after,before}",
                         help="RandomOverSampler after the split on the training rows only, or before it as "
                         "the ovarian seed did (copies leak into valid and test: for showing the leak)"
                         + (" (default none)" if training else record))
 
 
 def _add_evaluate(commands) -> None:
-    from histolib import data
-
     e = _command(
         commands, "evaluate", "score a saved model on a data spec's split",
         example="histolib evaluate --model runs/pcam-seed/best.keras "
         "--data folder:../shared/data/pcam-jpeg --split valid --tta --json valid.json", saved_model=True)
-    e.add_argument("--data", required=True, metavar="SPEC", help=_spec_help(data))
+    e.add_argument("--data", required=True, metavar="SPEC", help=_spec_help())
     e.add_argument("--split", default="test", choices=data.SPLITS, help="split to score (default test)")
     e.add_argument("--tta", action="store_true",
                    help="average predictions over the 8 flips and 90-degree rotations of each image")
@@ -225,8 +227,6 @@ def _add_heatmap(commands) -> None:
 
 
 def _add_data(commands) -> None:
-    from histolib import data
-
     d = _command(
         commands, "data", "download real data (MD5-checked)")
     d.add_argument("dataset", choices=list(data.DOWNLOADS),

@@ -33,7 +33,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from histolib import files
+from histolib import files, train
+from histolib.data.features import encoder_fingerprint
+from histolib.layers.augmentation import TrainingAugmentation, augmentation
 
 _TRAINING_BEHAVIOUR = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
                        keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
@@ -42,25 +44,35 @@ _TRAINING_BEHAVIOUR = (keras.layers.Dropout, keras.layers.SpatialDropout1D, kera
 def _stops_prefix(layer) -> bool:
     """True for a layer that trains, or computes differently with ``training=True``."""
     return (bool(layer.trainable_weights) or isinstance(layer, _TRAINING_BEHAVIOUR)
-            or hasattr(layer, "seed_generator") or type(layer).__name__ == "TrainingAugmentation")
+            or hasattr(layer, "seed_generator") or isinstance(layer, TrainingAugmentation))
+
+
+def frozen_prefix(model: keras.Model) -> tuple[int | None, str]:
+    """Where ``model``'s frozen part ends: ``(number of layers in it, why)``, or ``(None, why
+    not)`` when no layer with (frozen) weights comes before the first trainable one."""
+    layers = model.layers
+    end = next((i for i, layer in enumerate(layers) if _stops_prefix(layer)), len(layers))
+    if end == len(layers) or not any(layer.weights for layer in layers[:end]):
+        return None, (f"model {model.name!r} has no frozen backbone before its first trainable layer "
+                      f"({layers[min(end, len(layers) - 1)].name!r}): nothing to compute once")
+    return end, f"frozen through {layers[end - 1].name!r} ({end} layers), computed once per image and view"
 
 
 def split_frozen(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """``(backbone, head)`` with ``head(backbone(x)) == model(x)`` at inference.
 
     The backbone runs ``model``'s longest prefix of layers (in graph order) that neither train
-    nor change with ``training=True``; the head is ``keras.Model(prefix output, model.output)``,
-    sharing ``model``'s layers.
+    nor change with ``training=True`` (`frozen_prefix`); the head is ``keras.Model(prefix
+    output, model.output)``, sharing ``model``'s layers.
 
     Raises:
-        ValueError: when no layer with (frozen) weights comes before the first trainable one, or
-            the rest of the model needs more than the prefix's last output.
+        ValueError: when there is no frozen prefix, or the rest of the model needs more than the
+            prefix's last output.
     """
+    end, why = frozen_prefix(model)
+    if end is None:
+        raise ValueError(why)
     layers = model.layers
-    end = next((i for i, layer in enumerate(layers) if _stops_prefix(layer)), len(layers))
-    if end == len(layers) or not any(layer.weights for layer in layers[:end]):
-        raise ValueError(f"model {model.name!r} has no frozen backbone before its first trainable layer "
-                         f"({layers[min(end, len(layers) - 1)].name!r}): nothing to compute once")
     cut = layers[end - 1].output
     try:
         head = keras.Model(cut, model.outputs[0], name=f"{model.name}_head")
@@ -71,10 +83,34 @@ def split_frozen(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return keras.Model(model.inputs[0], cut, name=f"frozen_to_{layers[end - 1].name}"), head
 
 
-def _fingerprint(backbone: keras.Model) -> str:
-    from histolib.data.features import encoder_fingerprint
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """How a run trains: ``"features"`` (the head on cached backbone features, `fit_on_features`)
+    or ``"images"`` (the whole model every step), and why. ``resumable`` says whether a killed
+    run goes on from its last epoch (the features route starts the head afresh: it trains in
+    seconds once the features are cached)."""
 
-    return encoder_fingerprint(backbone)
+    name: str
+    reason: str
+
+    @property
+    def resumable(self) -> bool:
+        return self.name == "images"
+
+
+def choose_route(config, strategy_kind: str, model: keras.Model | None = None) -> Route:
+    """The route of a run with `histolib.config.TrainConfig` ``config`` under a strategy of
+    ``strategy_kind``, decided before anything trains: features only with ``features="auto"``,
+    augmentation (if any) in the data pipeline, one device, and a model with a frozen prefix.
+    A pure function of its arguments (``model`` is inspected, not changed)."""
+    if config.features == "off":
+        return Route("images", "features='off'")
+    if config.augment is not None and config.augment_in == "model":
+        return Route("images", "the augmentation runs inside the model's training step")
+    if strategy_kind != "default":
+        return Route("images", f"strategy {strategy_kind!r}: the feature route trains on one device")
+    end, why = frozen_prefix(model)
+    return Route("images" if end is None else "features", why)
 
 
 def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: str | None = None, seed: int = 0,
@@ -100,13 +136,11 @@ def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: st
                          f"augment={augment!r}")
     key = None
     if use_cache and paths is not None:
-        key = files.files_key(paths, "backbone-features", backbone=_fingerprint(backbone), views=int(views),
+        key = files.files_key(paths, "backbone-features", backbone=encoder_fingerprint(backbone), views=int(views),
                               augment=augment, seed=int(seed))
         stored = files.cached_array("backbone-features", key)
         if stored is not None:
             return stored
-    from histolib.layers.augmentation import augmentation
-
     augmenters = [augmentation(augment, seed + view) for view in range(1, views)]
 
     def all_views(images, _):  # (b, h, w, 3) -> (views * b, h, w, 3), view-major
@@ -146,92 +180,47 @@ def view_dataset(features, labels, *, batch_size: int, shuffle: bool = False, se
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def fit_on_features(model, spec: str, *, out_dir, epochs: int, batch_size: int = 64, image_size=None,
-                    augment: str | None = None, views: int = 8, seed: int = 0, split_seed: int = 0,
-                    group_by=None, oversample=None, use_cache: bool = True, extra_record=None, **fit_kwargs):
+def _split_features(backbone, source, config, split: str, views: int) -> np.ndarray:
+    """`feature_views` of one split of the `histolib.data.DataSource` ``source`` (cached)."""
+    items, _ = source.rows(split)
+    paths = list(items) if items is not None and np.asarray(items).dtype.kind in "US" else None
+    dataset = source.load(split, batch_size=config.train.batch_size, image_size=config.data.image_size)
+    return feature_views(backbone, dataset, views=views, augment=config.train.augment if views > 1 else None,
+                         seed=source.seed, paths=paths)
+
+
+def fit_on_features(model, source, config, *, out_dir, record=None):
     """`histolib.train.fit` for a model with a frozen backbone, running the backbone once per
     image and view (see the module docstring).
 
-    The training split's features come in ``views`` views when ``augment`` is given (one
-    otherwise), drawn with ``split_seed`` (the data's seed, so runs with other training seeds
-    read the same cached features); the valid split's in one. The head trains with ``fit(...,
-    checkpoints=False)``: such a run does not resume (a rerun starts afresh, reading the features
-    from the cache). ``out_dir/best.keras`` is then the whole model, images in.
+    The training split's features come in ``config.train.views`` views when it augments (one
+    otherwise), drawn with the split seed (so runs with other training seeds read the same
+    cached features); the valid split's in one. The head trains with ``checkpoints=False``: such
+    a run does not resume (a rerun starts the head afresh, reading the features from the cache),
+    and its recorded config says so. ``out_dir/best.keras`` is then the whole model, images in.
 
     Args:
-        model: a ``keras.Model`` (or a zero-argument callable returning one) that `split_frozen`
-            can cut.
-        spec: the data spec; ``image_size``, ``group_by``, ``oversample`` as in
-            `histolib.data.load`, its ``seed`` being ``split_seed``.
-        seed: the training seed: shuffling, the views drawn each epoch, recorded in ``run.json``.
-        extra_record: more facts for ``run.json``; a ``"features"`` entry is added.
-        **fit_kwargs: passed to `histolib.train.fit` (learning rate, patience, monitor ...).
+        model: a ``keras.Model`` that `split_frozen` can cut.
+        source: the `histolib.data.DataSource` (split as ``config.data`` says).
+        config: the `histolib.config.RunConfig`.
+        out_dir: the run folder; record: more facts for ``run.json`` (``"features"`` is added).
 
     Returns:
         The `histolib.train.FitResult`, its ``model`` the whole model with the best weights.
     """
-    from histolib import data, train
-
-    if callable(model) and not isinstance(model, keras.Model):
-        model = model()
     backbone, head = split_frozen(model)
-    load = dict(seed=split_seed, group_by=group_by, oversample=oversample)
-    started, features, labels = time.perf_counter(), {}, {}
-    for split, count in (("train", views if augment else 1), ("valid", 1)):
-        items, labels[split] = data.rows(spec, split, **load)
-        paths = list(items) if items is not None and np.asarray(items).dtype.kind in "US" else None
-        dataset = data.load(spec, split, batch_size=batch_size, image_size=image_size, **load)
-        features[split] = feature_views(backbone, dataset, views=count, augment=augment if count > 1 else None,
-                                        seed=split_seed, paths=paths, use_cache=use_cache)
-    record = {**(extra_record or {}), "features": {
+    started, views = time.perf_counter(), config.train.views if config.train.augment else 1
+    features = {"train": _split_features(backbone, source, config, "train", views),
+                "valid": _split_features(backbone, source, config, "valid", 1)}
+    labels = {split: source.rows(split)[1] for split in features}
+    record = {**(record or {}), "features": {
         "cut_after": backbone.layers[-1].name, "shape": list(backbone.output.shape[1:]),
-        "train_views": int(features["train"].shape[0]), "augment": augment, "view_seed": int(split_seed),
-        "seconds": round(time.perf_counter() - started, 1), "cache": bool(use_cache)}}
-    result = train.fit(head, view_dataset(features["train"], labels["train"], batch_size=batch_size, shuffle=True,
-                                          seed=seed),
-                       view_dataset(features["valid"], labels["valid"], batch_size=batch_size),
-                       out_dir=out_dir, epochs=epochs, seed=seed, checkpoints=False, extra_record=record, **fit_kwargs)
+        "train_views": int(features["train"].shape[0]), "augment": config.train.augment,
+        "view_seed": int(source.seed), "seconds": round(time.perf_counter() - started, 1)}}
+    batch, seed = config.train.batch_size, config.train.seed
+    result = train.fit(head, view_dataset(features["train"], labels["train"], batch_size=batch, shuffle=True, seed=seed),
+                       view_dataset(features["valid"], labels["valid"], batch_size=batch),
+                       config.replace(train={"checkpoints": False}), out_dir=out_dir, record=record,
+                       class_counts=np.bincount(labels["train"], minlength=len(source.info("train")["counts"])))
     files.save_model(model, result.out_dir / "best.keras")
     return dataclasses.replace(result, model=model)
-
-
-def fit_spec(build, spec: str, *, batch_size: int, image_size=None, augment=None, features: str = "auto",
-             views: int = 8, seed: int = 0, split_seed: int = 0, group_by=None, oversample=None,
-             strategy_kind: str = "default", **fit_kwargs):
-    """Train ``build`` on ``spec`` as ``histolib train`` does: on cached features
-    (`fit_on_features`) when ``features="auto"``, one device trains (``strategy_kind``
-    ``"default"``) and the model has a frozen backbone; else the whole model on images with
-    `histolib.train.fit`. Every file of a folder source is decoded once first
-    (`histolib.data.check`). Why features were not used goes into ``run.json`` (``"features"``).
-
-    Args:
-        build: a zero-argument callable returning the model.
-        spec, batch_size, image_size, augment, group_by, oversample: as in `histolib.data.load`,
-            whose ``seed`` is ``split_seed``; ``seed`` is the training seed.
-        views: training views per image on the feature route (with ``augment``).
-        **fit_kwargs: `histolib.train.fit`'s (``out_dir``, ``epochs``, ``strategy``, ``extra_record`` ...).
-    """
-    from histolib import data, strategy, train
-
-    load = dict(seed=split_seed, group_by=group_by, oversample=oversample)
-    record = fit_kwargs.setdefault("extra_record", {})
-    data.check(spec)  # unreadable files end the run before any model is built
-    if features == "auto" and strategy_kind == "default":
-        build = build()  # once: to see whether its backbone is frozen
-        try:
-            split_frozen(build)
-        except ValueError as why:
-            record["features"] = {"used": False, "reason": str(why)}
-        else:
-            return fit_on_features(build, spec, batch_size=batch_size, image_size=image_size, augment=augment,
-                                   views=views if augment else 1, seed=seed, split_seed=split_seed,
-                                   group_by=group_by, oversample=oversample, **fit_kwargs)
-    else:
-        record["features"] = {"used": False, "reason": f"features={features!r}, strategy {strategy_kind!r}"}
-    train_ds = data.load(spec, "train", batch_size=batch_size, image_size=image_size, shuffle=True,
-                         augment=augment, **load)
-    val_ds = data.load(spec, "valid", batch_size=batch_size, image_size=image_size, **load)
-    counts = {s: len(data.rows(spec, s, **load)[1]) for s in ("train", "valid")}
-    train_ds, val_ds = strategy.datasets_for_strategy(strategy_kind, train_ds, val_ds, batch_size=batch_size,
-                                                      train_examples=counts["train"], valid_examples=counts["valid"])
-    return train.fit(build, train_ds, val_ds, seed=seed, **fit_kwargs)

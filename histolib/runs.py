@@ -6,7 +6,7 @@
       best.keras        the best epoch's model, re-published from backup/ at every commit
       history.csv       one row per finished epoch (Keras's CSVLogger appends)
       threshold.json    the decision threshold chosen on validation data
-      run.json          the run record: command, sessions, wall time, settings, environment
+      run.json          the run record: command, config, sessions, wall time, environment
       backup/           state.json (the commit point) and the last and the best epoch's models
 
 `EpochCommit`, the last callback of a run, commits after every epoch: the last epoch's model,
@@ -34,15 +34,13 @@ import numpy as np
 from histolib.files import atomic_file, write_json
 from histolib.provenance import describe_environment
 
-#: Keys of the settings that must match for a run to resume in the same folder.
-RESUME_KEYS = (
-    "learning_rate", "patience", "lr_patience", "lr_factor", "min_lr", "monitor", "mode",
-    "class_weight", "seed", "loss", "num_classes", "schedule", "warmup_epochs", "schedule_epochs",
-)
-#: What a setting missing from an older run's state meant (runs recorded before it existed).
-RESUME_DEFAULTS = {"schedule": "plateau", "warmup_epochs": 0.0, "schedule_epochs": None}
 BEST_TEMPLATE = "best-epoch{epoch:04d}.keras"
 LATEST_TEMPLATE = "epoch-{epoch:04d}.keras"
+
+
+def _as_json(value):
+    """``value`` as it reads back from JSON (tuples as lists, keys as strings), for comparing."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _float_or_none(value):
@@ -92,8 +90,9 @@ class RunFolder:
 
     Attributes:
         state: ``epochs_done``, ``best_epoch``, ``stopped_early``, the callbacks' state, the
-            settings, and (resumable) ``latest_file``, ``best_file``, ``finished``; read from
-            ``backup/state.json`` when the folder holds a resumable run, else ``{}``.
+            config's resume fields (``resume``), the model's ``facts``, and (resumable)
+            ``latest_file``, ``best_file``, ``finished``; read from ``backup/state.json`` when
+            the folder holds a resumable run, else ``{}``.
         record: the contents of ``run.json`` once `open` has run.
     """
 
@@ -115,24 +114,28 @@ class RunFolder:
     def epochs_done(self) -> int:
         return int(self.state.get("epochs_done", 0))
 
-    def check(self, settings: dict) -> None:
-        """Refuse to continue a run made with other `RESUME_KEYS` settings, and to start a
+    def check(self, config, facts: dict) -> None:
+        """Refuse to continue a run made with another config (`RunConfig.resume_view`) or
+        another model output (classes, loss), a folder from before run configurations, and a
         run that cannot resume over one that can.
 
         Raises:
-            ValueError: naming the folder and each setting that differs.
+            ValueError: in one line, naming the folder and each field that differs.
         """
         if not self.state:
             return
-        old = self.state["settings"]
-        mismatched = {k: (old.get(k, RESUME_DEFAULTS.get(k)), settings.get(k, RESUME_DEFAULTS.get(k)))
-                      for k in RESUME_KEYS}
-        mismatched = {k: pair for k, pair in mismatched.items() if pair[0] != pair[1]}
-        if mismatched:
-            detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in mismatched.items())
-            raise ValueError(
-                f"out_dir={str(self.path)!r} holds a run made with other settings ({detail}); "
-                "run again with the same settings to resume it, or choose another out_dir")
+        if "resume" not in self.state:
+            raise ValueError(f"out_dir={str(self.path)!r} holds a run written by a histolib without run "
+                             "configurations (its backup/state.json has no 'resume'); it cannot go on here: "
+                             "choose another out_dir")
+        now = _as_json({**config.resume_view(), "facts.num_classes": facts["num_classes"],
+                        "facts.loss": facts["loss"]})
+        then = {**self.state["resume"], **{f"facts.{k}": self.state["facts"][k] for k in ("num_classes", "loss")}}
+        differ = {k: (then.get(k), now.get(k)) for k in sorted(set(now) | set(then)) if then.get(k) != now.get(k)}
+        if differ:
+            detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+            raise ValueError(f"out_dir={str(self.path)!r} holds a run made with other settings ({detail}); "
+                             "run again with the same settings to resume it, or choose another out_dir")
         if not self.resumable:
             raise ValueError(
                 f"out_dir={str(self.path)!r} holds a resumable run ({self.state_path}); checkpoints=False "
@@ -146,38 +149,45 @@ class RunFolder:
         """Whether the run is `trained` and its threshold was written: nothing left to do."""
         return self.trained(epochs) and bool(self.state.get("finished")) and self.threshold_path.is_file()
 
-    def open(self, settings: dict, *, command: str | None, extra_record: dict | None) -> None:
+    def open(self, config, facts: dict, *, record: dict | None) -> None:
         """Start a session: resume the folder's run (cutting ``history.csv`` back to the
-        committed epochs) or clear the folder for a new one; write ``run.json``."""
+        committed epochs) or clear the folder for a new one; write ``run.json`` with ``config``
+        (a `histolib.config.RunConfig`), the model's ``facts`` and the caller's ``record``."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.state:
-            if self.record_path.is_file():
-                self.record = json.loads(self.record_path.read_text())
-            _truncate_history(self.history_path, self.epochs_done)
-            self._publish_best()
-            self._remove_stale()
-            if self.epochs_done:
-                print(f"{self.path}: resuming after epoch {self.epochs_done} of {settings['epochs']}.")
+            self._reopen(config.train.epochs)
         else:
-            self.state = {"settings": settings, "epochs_done": 0}
-            self.history_path.unlink(missing_ok=True)
-            self.best_path.unlink(missing_ok=True)  # a stale one would not match this run
-            if self.resumable:
-                self.backup.mkdir(exist_ok=True)
-                for stale in self.backup.iterdir():
-                    stale.unlink()
-        self.state["settings"] = settings
+            self._start()
+        self.state.update(resume=_as_json(config.resume_view()), facts=facts, epochs=config.train.epochs)
         self._past_wall = sum(s.get("wall_s", 0.0) for s in self.record.get("sessions", []))
         self.session = {
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "from_epoch": self.epochs_done,
         }
         self.record.setdefault("command", self.session["command"])
-        self.record.update(settings=settings, seed=settings["seed"], environment=describe_environment(),
-                           status="running", **(extra_record or {}))
+        self.record.update(config=config.to_json(), facts=facts, seed=config.train.seed,
+                           environment=describe_environment(), status="running", **(record or {}))
         self.record.setdefault("sessions", []).append(self.session)
         write_json(self.record_path, self.record)
+
+    def _reopen(self, epochs: int) -> None:
+        if self.record_path.is_file():
+            self.record = json.loads(self.record_path.read_text())
+        _truncate_history(self.history_path, self.epochs_done)
+        self._publish_best()
+        self._remove_stale()
+        if self.epochs_done:
+            print(f"{self.path}: resuming after epoch {self.epochs_done} of {epochs}.")
+
+    def _start(self) -> None:
+        self.state = {"epochs_done": 0}
+        self.history_path.unlink(missing_ok=True)
+        self.best_path.unlink(missing_ok=True)  # a stale one would not match this run
+        if self.resumable:
+            self.backup.mkdir(exist_ok=True)
+            for stale in self.backup.iterdir():
+                stale.unlink()
 
     def commit(self, update: dict) -> None:
         """Record a finished epoch: ``state.json`` first (the commit point), then ``best.keras``

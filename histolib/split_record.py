@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from histolib.data.groups import NEAR_DUPLICATES
+from histolib.data.splits import SPLIT_VERSION
 
 
 def group_setting(groups) -> str | None:
@@ -49,13 +50,23 @@ def _same_spec(a: str, b: str) -> bool:
     return arg_a == arg_b
 
 
+def _recorded_data(record: dict) -> dict:
+    """The data settings of a ``run.json``: ``config.data`` (run configurations), else the older
+    ``data`` section, whose split seed may be the run's ``seed`` and whose split algorithm was 1."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    if isinstance(config.get("data"), dict):
+        return config["data"]
+    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    return {**data, "split_seed": data.get("split_seed", record.get("seed", 0)), "split_version": 1} if data else {}
+
+
 def recorded_split(model_path, spec: str, *, split_seed=None, groups=None, oversample=None) -> dict:
     """The split settings to score ``model_path`` on ``spec`` with.
 
     When ``run.json`` beside the model records training on ``spec``, its settings are used and
-    an explicit setting (not ``None``) that disagrees is an error; a record from before split
-    seeds were recorded gives its ``seed`` (training split by it then). Otherwise the explicit
-    settings, defaulting to split seed 0, no groups, no oversampling.
+    an explicit setting (not ``None``) that disagrees is an error, as is a grouped split made by
+    another split algorithm (`histolib.data.splits.SPLIT_VERSION`) than this histolib's.
+    Otherwise the explicit settings, defaulting to split seed 0, no groups, no oversampling.
 
     Returns:
         ``{"split_seed", "groups", "oversample", "from"}``, ``"from"`` naming the record or
@@ -70,12 +81,15 @@ def recorded_split(model_path, spec: str, *, split_seed=None, groups=None, overs
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         record = {}
-    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    data = _recorded_data(record)
     if not data.get("spec") or not _same_spec(data["spec"], spec):
         return {"split_seed": int(split_seed or 0), "groups": given["groups"], "oversample": oversample,
                 "from": "options"}
-    stored = {"split_seed": int(data.get("split_seed", record.get("seed", 0))), "groups": data.get("groups"),
-              "oversample": data.get("oversample")}
+    if data.get("groups") and data.get("split_version", 1) != SPLIT_VERSION:
+        raise ValueError(f"{path} records a grouped split made by split algorithm {data.get('split_version', 1)}, "
+                         f"and this histolib makes version {SPLIT_VERSION}: its test images cannot be told apart; "
+                         "retrain the model")
+    stored = {"split_seed": int(data["split_seed"]), "groups": data.get("groups"), "oversample": data.get("oversample")}
     for key, value in given.items():
         if value is not None and value != stored[key]:
             option = "--" + key.replace("_", "-")

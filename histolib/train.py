@@ -42,10 +42,15 @@ the same as maximising balanced accuracy), halfway between that score and the ne
 It is never chosen on test data. With more than two classes the rule is the argmax and the
 file says so. `histolib.evaluate.read_threshold` reads it back, 0.5 when there is none.
 
+Settings. `fit` takes a `histolib.config.RunConfig` (or a bare `histolib.config.TrainConfig` for
+a model and datasets made by hand), written into ``run.json`` as ``"config"``; the fields its
+metadata marks as resume fields (`RunConfig.resume_view`) must match for a folder's run to go on.
+A folder written before run configurations existed is refused in one line.
+
 Randomness. `fit` seeds nothing: the initial weights, dropout and Keras's augmentation layers draw
 from the global generators, which the caller seeds once (``keras.utils.set_random_seed``, as the
-``histolib train`` command and every chapter do). Its ``seed`` is recorded in ``run.json`` and
-must match for a run to resume; the data's shuffling and augmentation take their own seed from
+``histolib train`` command and every chapter do). The config's ``seed`` is recorded and must match
+for a run to resume; the data's shuffling and augmentation take their own seed from
 ``histolib.data.load``.
 """
 
@@ -54,21 +59,18 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from histolib import evaluate
-from histolib.provenance import describe_environment
-from histolib.runs import BEST_TEMPLATE, EpochCommit, RunFolder, read_history
+from histolib.config import SCHEDULES, RunConfig, TrainConfig
+from histolib.models.outputs import loss_for
+from histolib.runs import BEST_TEMPLATE, EpochCommit, RunFolder
+from histolib.strategy import devices_of, get_strategy, training_scope
 
-__all__ = ["FitResult", "SCHEDULES", "balanced_class_weight", "describe_environment", "fit",
-           "learning_rate_schedule", "read_history"]
-
-#: The learning-rate schedules `fit` takes.
-SCHEDULES = ("plateau", "cosine")
+__all__ = ["FitResult", "SCHEDULES", "balanced_class_weight", "fit", "learning_rate_schedule"]
 
 
 @dataclasses.dataclass
@@ -148,82 +150,72 @@ def learning_rate_schedule(schedule: str, learning_rate: float, *, total_steps: 
                                                   warmup_steps=int(warmup_steps))
 
 
-def _learning_rate(schedule, learning_rate, train_ds, steps_per_epoch, epochs, warmup_epochs):
+def _learning_rate(config: TrainConfig, train_ds):
     """`fit`'s learning rate: a float, or the cosine schedule over the whole run's steps."""
-    if schedule != "cosine":
-        return learning_rate_schedule(schedule, learning_rate, total_steps=1)
-    steps = steps_per_epoch or (int(train_ds.cardinality()) if hasattr(train_ds, "cardinality") else -1)
+    if config.schedule != "cosine":
+        return learning_rate_schedule(config.schedule, config.learning_rate, total_steps=1)
+    steps = config.steps_per_epoch or (int(train_ds.cardinality()) if hasattr(train_ds, "cardinality") else -1)
     if steps < 1:
         raise ValueError("schedule='cosine' needs the number of batches per epoch, and the training dataset "
-                         f"does not know it (cardinality {steps}): pass steps_per_epoch. "
+                         f"does not know it (cardinality {steps}): set steps_per_epoch. "
                          "Received: steps_per_epoch=None")
-    return learning_rate_schedule(schedule, learning_rate, total_steps=int(steps) * int(epochs),
-                                  warmup_steps=round(warmup_epochs * steps))
+    return learning_rate_schedule("cosine", config.learning_rate, total_steps=int(steps) * config.epochs,
+                                  warmup_steps=round(config.warmup_epochs * steps))
 
 
-def _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard):
-    """Validate `fit`'s arguments; returns ``class_weight`` as ``{int: float}`` or ``None``."""
-    if tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ImportError("fit(tensorboard=True) needs the tensorboard package (TensorFlow 2.21 and newer "
+def _class_weight(config: TrainConfig, class_counts) -> dict | None:
+    """The config's class weights as ``{int: float}``: ``"balanced"`` from ``class_counts``."""
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ImportError("fit with tensorboard=True needs the tensorboard package (TensorFlow 2.21 and newer "
                           "no longer install it): pip install tensorboard")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
-    if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}")
-    if patience < 0:
-        raise ValueError(f"patience must be >= 0. Received: patience={patience!r}")
-    if isinstance(class_weight, tuple) and len(class_weight) == 2 and class_weight[0] == "balanced":
-        class_weight = balanced_class_weight(class_weight[1])
-    elif class_weight is not None and not isinstance(class_weight, dict):
-        raise ValueError(
-            "class_weight must be None, a {class: weight} dict or ('balanced', counts). "
-            f"Received: class_weight={class_weight!r}"
-        )
-    return None if class_weight is None else {int(k): float(v) for k, v in class_weight.items()}
+    if config.class_weight == "balanced":
+        if class_counts is None:
+            raise ValueError("class_weight='balanced' needs the training rows' class counts: pass "
+                             "fit(..., class_counts=counts). Received: class_counts=None")
+        return balanced_class_weight(class_counts)
+    return config.class_weight
 
 
 def _build_and_compile(model, strategy, *, learning_rate, steps_per_execution):
     """Build ``model`` (a model or a callable) in ``strategy``'s scope and compile it with Adam
-    (``learning_rate``: a float or a schedule) and the loss its output calls for; returns
-    ``(model, loss name)``."""
+    (``learning_rate``: a float or a schedule) and the loss its output calls for
+    (`histolib.models.outputs.loss_for`); returns ``(model, loss name)``."""
     with strategy.scope():
         if callable(model) and not isinstance(model, keras.Model):
             model = model()
         if not isinstance(model, keras.Model):
             raise ValueError(f"model must be a keras.Model or a callable returning one. Received: {model!r}")
-        if model.outputs[0].shape[-1] == 1:
-            loss = "binary_crossentropy"
+        loss = loss_for(model)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if loss == "binary_crossentropy":
             metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
-        else:
-            loss = "sparse_categorical_crossentropy"
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics,
                       steps_per_execution=steps_per_execution)
         model.optimizer.build(model.trainable_variables)
     return model, loss
 
 
-def _callbacks(run: RunFolder, settings: dict, *, tensorboard: bool, verbose) -> list:
+def _callbacks(run: RunFolder, config: TrainConfig) -> list:
     """The seeds' callbacks (ReduceLROnPlateau, or under a schedule `LogLearningRate`;
     EarlyStopping restoring the best weights, ModelCheckpoint of the best epoch where the run is
     resumable, CSVLogger), TensorBoard when asked, and last the run's `EpochCommit`. With
     ``verbose=0`` the callbacks say nothing either; EarlyStopping never does (its "Restoring model
     weights from the end of the best epoch" after every run is noise: `FitResult` says it)."""
-    monitor, mode, say = settings["monitor"], settings["mode"], int(verbose != 0)
+    monitor, mode, say = config.monitor, config.mode, int(config.verbose != 0)
     reduce_lr = None  # under a schedule, which sets the rate; LogLearningRate logs it instead
-    if settings["schedule"] == "plateau":
+    if config.schedule == "plateau":
         reduce_lr = keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode=mode, factor=settings["lr_factor"], patience=settings["lr_patience"],
-            min_lr=settings["min_lr"], verbose=say)
+            monitor=monitor, mode=mode, factor=config.lr_factor, patience=config.reduce_lr_patience,
+            min_lr=config.min_lr, verbose=say)
     early = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode, patience=settings["patience"], restore_best_weights=True, verbose=0)
+        monitor=monitor, mode=mode, patience=config.patience, restore_best_weights=True, verbose=0)
     callbacks, checkpoint = [LogLearningRate() if reduce_lr is None else reduce_lr, early], None
     if run.resumable:
         checkpoint = keras.callbacks.ModelCheckpoint(
             str(run.backup / BEST_TEMPLATE), monitor=monitor, mode=mode, save_best_only=True)
         callbacks.append(checkpoint)
     callbacks.append(keras.callbacks.CSVLogger(str(run.history_path), append=True))
-    if tensorboard:
+    if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.path / "tensorboard")))
     return callbacks + [EpochCommit(run, early=early, reduce_lr=reduce_lr, checkpoint=checkpoint)]
 
@@ -255,40 +247,25 @@ def _result(model, run: RunFolder, *, resumed_from: int, already_finished: bool)
                      stopped_early=bool(s.get("stopped_early")))
 
 
-def _finish(model, val_ds, run: RunFolder, *, resumed_from: int) -> FitResult:
+def _finish(model, val_ds, run: RunFolder, config: TrainConfig, *, resumed_from: int) -> FitResult:
     """After training: the best weights back in ``model``, the threshold chosen on ``val_ds``,
     the run marked finished."""
-    settings = run.state["settings"]
     if not run.epochs_done:
         raise RuntimeError(f"training in {run.path} finished no epoch")  # pragma: no cover
     if run.resumable:
         model.load_weights(run.best_path)
     # else EarlyStopping(restore_best_weights=True) has put the best epoch's weights back
-    run.finish(_choose_threshold(model, val_ds, validation_steps=settings["validation_steps"],
-                                 num_classes=settings["num_classes"]))
+    run.finish(_choose_threshold(model, val_ds, validation_steps=config.validation_steps,
+                                 num_classes=run.state["facts"]["num_classes"]))
     return _result(model, run, resumed_from=resumed_from, already_finished=False)
 
 
-def _settings(model, strategy, loss: str, *, learning_rate, patience, lr_patience, lr_factor, min_lr, monitor,
-              mode, class_weight, seed, epochs, deterministic, steps_per_epoch, validation_steps, steps_per_execution,
-              checkpoints, schedule, warmup_epochs) -> dict:
-    """``run.json``'s settings of a `fit` run, which a resumed run must match: `fit`'s arguments, the
-    compiled ``model``'s loss, classes, parameters and name, the ``strategy``'s backend and devices."""
-    from histolib.strategy import devices_of
-
-    return {
-        "learning_rate": float(learning_rate), "patience": int(patience),
-        "lr_patience": int(max(1, patience - 1) if lr_patience is None else lr_patience),
-        "lr_factor": float(lr_factor), "min_lr": float(min_lr), "monitor": monitor, "mode": mode,
-        "class_weight": None if class_weight is None else {str(k): v for k, v in class_weight.items()},
-        "seed": int(seed), "loss": loss, "num_classes": max(2, int(model.outputs[0].shape[-1])),
-        "epochs": int(epochs), "deterministic": bool(deterministic), "steps_per_epoch": steps_per_epoch,
-        "validation_steps": validation_steps, "steps_per_execution": int(steps_per_execution),
-        "params": int(model.count_params()), "model_name": model.name, "checkpoints": bool(checkpoints),
-        "backend": keras.backend.backend(), "replicas": int(strategy.num_replicas_in_sync),
-        "devices": devices_of(strategy), "schedule": schedule, "warmup_epochs": float(warmup_epochs),
-        "schedule_epochs": int(epochs) if schedule == "cosine" else None,
-    }
+def _facts(model, strategy, loss: str) -> dict:
+    """What the built model and the strategy are (``run.json``'s ``"facts"``): a resumed run's
+    classes and loss must be the same."""
+    return {"loss": loss, "num_classes": max(2, int(model.outputs[0].shape[-1])), "params": int(model.count_params()),
+            "model_name": model.name, "backend": keras.backend.backend(),
+            "replicas": int(strategy.num_replicas_in_sync), "devices": devices_of(strategy)}
 
 
 def _already_finished(model, run: RunFolder) -> FitResult:
@@ -299,31 +276,25 @@ def _already_finished(model, run: RunFolder) -> FitResult:
     return _result(model, run, resumed_from=run.epochs_done, already_finished=True)
 
 
-def _train_and_finish(model, train_ds, val_ds, run: RunFolder, *, class_weight, tensorboard: bool, verbose):
+def _train_and_finish(model, train_ds, val_ds, run: RunFolder, config: TrainConfig, *, class_weight):
     """Train the opened ``run`` on from its last finished epoch (unless its epochs are all done and
     only the finish is missing), then finish it and return its `FitResult`. Any error, e.g. an
     image that stopped decoding, is recorded in the run as its failure, then raised."""
-    settings, resumed_from = run.state["settings"], run.epochs_done
+    resumed_from = run.epochs_done
     try:
-        if not run.trained(settings["epochs"]):
-            model.fit(train_ds, validation_data=val_ds, epochs=settings["epochs"], initial_epoch=resumed_from,
-                      steps_per_epoch=settings["steps_per_epoch"], validation_steps=settings["validation_steps"],
-                      class_weight=class_weight,
-                      callbacks=_callbacks(run, settings, tensorboard=tensorboard, verbose=verbose),
-                      shuffle=False, verbose=verbose)  # datasets come shuffled (or not) from data.load
-        return _finish(model, val_ds, run, resumed_from=resumed_from)
+        if not run.trained(config.epochs):
+            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=resumed_from,
+                      steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
+                      class_weight=class_weight, callbacks=_callbacks(run, config),
+                      shuffle=False, verbose=config.verbose)  # datasets come shuffled (or not) from data.load
+        return _finish(model, val_ds, run, config, resumed_from=resumed_from)
     except BaseException as error:  # e.g. an image that stopped decoding: the record says so
         run.fail(error)
         raise
 
 
-def fit(model, train_ds, val_ds, *, out_dir, epochs: int, learning_rate: float = 1e-3, patience: int = 3,
-        lr_patience: int | None = None, lr_factor: float = 0.3, min_lr: float = 1e-6, monitor: str = "val_loss",
-        mode: str = "auto", class_weight=None, seed: int = 0, deterministic: bool = False,
-        tensorboard: bool = False, strategy=None, steps_per_epoch: int | None = None,
-        validation_steps: int | None = None, steps_per_execution: int = 1, verbose="auto",
-        command: str | None = None, extra_record: dict | None = None, checkpoints: bool = True,
-        schedule: str = "plateau", warmup_epochs: float = 0.0) -> FitResult:
+def fit(model, train_ds, val_ds, config: RunConfig | TrainConfig, *, out_dir, strategy=None, record=None,
+        class_counts=None) -> FitResult:
     """Train ``model`` on ``train_ds``, select on ``val_ds``, resumably, into ``out_dir``.
 
     Args:
@@ -335,64 +306,40 @@ def fit(model, train_ds, val_ds, *, out_dir, epochs: int, learning_rate: float =
         train_ds: ``tf.data.Dataset`` of ``(images (b, h, w, 3) float32, labels (b,) int32)``,
             e.g. ``histolib.data.load(spec, "train", shuffle=True, augment=...)``.
         val_ds: the same for the validation split (no shuffling, no augmentation).
+        config: a `histolib.config.RunConfig`, or a `histolib.config.TrainConfig` alone (its
+            ``epochs``, ``learning_rate``, ``patience``, ``schedule``, ``checkpoints`` ... are
+            what `fit` reads; the whole config goes into ``run.json``).
         out_dir: output folder (created); see the module docstring for what goes in it.
-        epochs: total number of epochs for the run (not per call).
-        learning_rate: Adam's initial learning rate.
-        patience: EarlyStopping's patience in epochs (the PCam seed: 3).
-        lr_patience: ReduceLROnPlateau's patience; default ``max(1, patience - 1)``, so the
-            learning rate drops once before training stops. ``lr_factor``: its factor (the
-            seed: 0.3); ``min_lr``: the lowest learning rate it goes to.
-        monitor: the logged quantity the callbacks watch, e.g. ``"val_loss"`` or ``"val_auc"``;
-            ``mode`` ``"auto"``, ``"min"`` or ``"max"`` as in Keras.
-        class_weight: ``None``, ``{class: weight}``, or ``("balanced", counts per class)``
-            (see `balanced_class_weight`).
-        seed: the run's seed, recorded and checked on resume (see "Randomness" above).
-        deterministic: also call ``tf.config.experimental.enable_op_determinism()``.
-        tensorboard: also log to ``out_dir/tensorboard``.
         strategy: a ``tf.distribute.Strategy``, or under ``KERAS_BACKEND=jax`` a
             `histolib.strategy.DataParallel` (then everything, training and the threshold's
             predictions, runs with its distribution current; give every dataset full global
             batches, `histolib.strategy.make_tpu_safe`); default
-            ``histolib.strategy.get_strategy()``. ``run.json`` records its replicas and
-            devices in ``settings``, and the Keras backend in ``environment``.
-        steps_per_epoch, validation_steps, steps_per_execution, verbose: as in Keras's
-            ``fit`` and ``compile``; ``verbose=0`` also silences the callbacks' messages.
-        command: the command line to record in ``run.json`` (default: ``sys.argv``).
-        extra_record: more JSON-ready facts for ``run.json`` (e.g. the data spec).
-        checkpoints: save the best and the last epoch's model so a killed run resumes (default);
-            ``False`` saves no model file and starts afresh (see the module docstring).
-        schedule: ``"plateau"`` (the seeds' ReduceLROnPlateau; default) or ``"cosine"`` (a
-            warm-up then cosine decay to 0 at the end of epoch ``epochs``, no ReduceLROnPlateau;
-            see `learning_rate_schedule`). The cosine schedule is fixed by ``epochs``, so such a
-            run cannot be extended with more epochs later. EarlyStopping applies to both.
-        warmup_epochs: linear warm-up of the cosine schedule, in epochs (may be fractional).
+            ``histolib.strategy.get_strategy(config.train.strategy)``. ``run.json`` records its
+            replicas and devices under ``facts``.
+        record: more JSON-ready facts for ``run.json`` (e.g. the data's class counts).
+        class_counts: the training rows per class, for ``class_weight="balanced"``.
 
     Returns:
         A `FitResult`; ``result.model`` holds the best epoch's weights.
 
     Raises:
-        ValueError: for bad arguments, or when ``out_dir`` holds a run made with different
-            settings (learning rate, patience, monitor, seed, ...), which cannot be resumed.
+        ValueError: for bad arguments, or when ``out_dir`` holds a run made with other resume
+            fields (learning rate, patience, monitor, seed, data, model ...), which cannot go on.
     """
-    from histolib.strategy import get_strategy, training_scope
-
-    class_weight = _check_arguments(epochs, learning_rate, patience, class_weight, tensorboard)
-    rate = _learning_rate(schedule, learning_rate, train_ds, steps_per_epoch, epochs, warmup_epochs)
-    run = RunFolder(out_dir, resumable=checkpoints)
-    if deterministic:
+    config = config if isinstance(config, RunConfig) else RunConfig(train=config)
+    settings = config.train
+    class_weight = _class_weight(settings, class_counts)
+    rate = _learning_rate(settings, train_ds)
+    run = RunFolder(out_dir, resumable=settings.checkpoints)
+    if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = get_strategy() if strategy is None else strategy
+    strategy = get_strategy(settings.strategy) if strategy is None else strategy
     with training_scope(strategy):
-        model, loss = _build_and_compile(model, strategy, learning_rate=rate, steps_per_execution=steps_per_execution)
-        settings = _settings(
-            model, strategy, loss, learning_rate=learning_rate, patience=patience, lr_patience=lr_patience,
-            lr_factor=lr_factor, min_lr=min_lr, monitor=monitor, mode=mode, class_weight=class_weight, seed=seed,
-            epochs=epochs, deterministic=deterministic, steps_per_epoch=steps_per_epoch, schedule=schedule,
-            validation_steps=validation_steps, steps_per_execution=steps_per_execution, checkpoints=checkpoints,
-            warmup_epochs=warmup_epochs)
-        run.check(settings)
-        if run.finished(epochs):
+        model, loss = _build_and_compile(model, strategy, learning_rate=rate,
+                                         steps_per_execution=settings.steps_per_execution)
+        facts = {**_facts(model, strategy, loss), "class_weight": class_weight}
+        run.check(config, facts)
+        if run.finished(settings.epochs):
             return _already_finished(model, run)
-        run.open(settings, command=command, extra_record=extra_record)
-        return _train_and_finish(model, train_ds, val_ds, run, class_weight=class_weight, tensorboard=tensorboard,
-                                 verbose=verbose)
+        run.open(config, facts, record=record)
+        return _train_and_finish(model, train_ds, val_ds, run, settings, class_weight=class_weight)

@@ -42,7 +42,7 @@ def test_help_teaches(capsys):
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--fine-tune"],
          "takes no option ['freeze']"),
         (["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", "x", "--warmup-epochs", "1"],
-         "with --schedule cosine"),
+         "under schedule 'cosine'"),
         (["evaluate", "--model", "no-such.keras", "--data", DATA], "no such file"),
         (["evaluate", "--model", __file__, "--data", DATA, "--split", "holdout"], "invalid choice"),
         (["evaluate", "--model", __file__, "--data", DATA], "cannot load a Keras model"),
@@ -177,6 +177,7 @@ def test_class_weight_balanced_weights_the_loss(tmp_path, capsys):
     # synthetic-subtype is imbalanced (the seed's proportions); one step on the same first batch
     # from the same initial weights: only the class weights differ between the two runs.
     from histolib import data, train
+    from histolib.runs import read_history
 
     common = ["--data", "synthetic-subtype:60", "--model", "seed_cnn", "--epochs", "1", "--image-size", "32",
               "--batch-size", "16", "--steps-per-epoch", "1", "--validation-steps", "1", "--precision", "float32"]
@@ -185,8 +186,8 @@ def test_class_weight_balanced_weights_the_loss(tmp_path, capsys):
         out = tmp_path / mode
         assert cli.main(["train", *common, "--out", str(out), "--class-weight", mode]) == 0, capsys.readouterr().err
         record = json.loads((out / "run.json").read_text())
-        losses[mode] = train.read_history(out)[0]["loss"]
-        weights = record["settings"]["class_weight"]
+        losses[mode] = read_history(out)[0]["loss"]
+        weights = record["facts"]["class_weight"]
         if mode == "none":
             assert weights is None
         else:
@@ -208,14 +209,15 @@ def test_fine_tuned_resized_classifier_on_a_cosine_schedule(tmp_path, capsys):
             "--precision", "float32", "--out", str(out)]
     assert cli.main(argv) == 0, capsys.readouterr().err
     record = json.loads((out / "run.json").read_text())
-    assert record["model_options"] == {"freeze": False, "backbone_size": 112}
-    assert record["settings"]["schedule"] == "cosine" and record["settings"]["warmup_epochs"] == 0.5
+    assert record["config"]["model"]["options"] == {"freeze": False, "backbone_size": 112}
+    assert record["config"]["train"]["schedule"] == "cosine" and record["config"]["train"]["warmup_epochs"] == 0.5
     from histolib import train
     from histolib.evaluate import load_model
+    from histolib.runs import read_history
 
     model = load_model(out / "best.keras")
     assert model.input_shape == (None, 96, 96, 3) and model.get_layer("resize").output.shape[1] == 112
-    rates = [row["learning_rate"] for row in train.read_history(out)]
+    rates = [row["learning_rate"] for row in read_history(out)]
     expected = train.learning_rate_schedule("cosine", 0.01, total_steps=4, warmup_steps=1)
     assert rates == pytest.approx([float(expected(2)), 0.0], abs=1e-7)
 

@@ -66,8 +66,9 @@ def test_evaluate_scores_the_model_on_its_own_test_split(folder, tmp_path, capsy
     argv = ["train", "--data", f"folder:{folder}", *TRAIN, "--seed", "3", "--groups", str(table),
             "--features", "off", "--out", str(out)]
     assert cli.main(argv) == 0, capsys.readouterr().err
-    data = json.loads((out / "run.json").read_text())["data"]
+    data = json.loads((out / "run.json").read_text())["config"]["data"]
     assert (data["split_seed"], data["groups"], data["oversample"]) == (3, str(table.resolve()), None)
+    assert data["split_version"] == 2
     report = tmp_path / "test.json"
     evaluate = ["evaluate", "--model", str(out / "best.keras"), "--data", f"folder:{folder}", "--json", str(report)]
     assert cli.main(evaluate) == 0
@@ -134,7 +135,7 @@ def test_frozen_imagenet_backbone_trains_on_cached_features(folder, tmp_path, sh
     assert cli.main(argv) == 0, capsys.readouterr().err
     record = json.loads((out / "run.json").read_text())
     assert record["features"]["train_views"] == 3 and record["features"]["shape"] == [9, 256]
-    assert record["settings"]["model_name"] == "mobilenet_025_thresholded_head"
+    assert record["facts"]["model_name"] == "mobilenet_025_thresholded_head"
     from histolib import evaluate
 
     model = evaluate.load_model(out / "best.keras")  # the whole model, images in

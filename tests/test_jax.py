@@ -124,6 +124,7 @@ DATA_PARALLEL = """
 import json, sys
 import numpy as np, keras, tensorflow as tf
 from histolib import strategy, train
+from histolib.config import TrainConfig
 from histolib.models import build_seed_pcam_model
 
 rng = np.random.default_rng(0)
@@ -137,10 +138,10 @@ for name in ("default", "data-parallel"):
     choice = strategy.choose_strategy(name)
     keras.utils.set_random_seed(0)
     result = train.fit(lambda: build_seed_pcam_model((16, 16, 3), centre_inputs=True), batches(0, 64), batches(64, 96),
-                       out_dir=f"{sys.argv[1]}/{name}", epochs=1, strategy=choice.strategy, verbose=0)
+                       TrainConfig(epochs=1, verbose=0), out_dir=f"{sys.argv[1]}/{name}", strategy=choice.strategy)
     record = json.loads((result.out_dir / "run.json").read_text())
     out[name] = {"history": result.history[0], "threshold": result.threshold["threshold"],
-                 "settings": {k: record["settings"][k] for k in ("backend", "replicas", "devices")},
+                 "facts": {k: record["facts"][k] for k in ("backend", "replicas", "devices")},
                  "environment": {"backend": record["environment"]["backend"],
                                  "devices": record["environment"]["machine"]["devices"]}}
 print(json.dumps(out))
@@ -153,8 +154,8 @@ def test_data_parallel_epoch_matches_one_device(tmp_path):
     and metrics equal one device's for the same seed and global batch (16)."""
     report = run_jax(DATA_PARALLEL, tmp_path, devices=2)
     one, two = report["default"], report["data-parallel"]
-    assert one["settings"] == {"backend": "jax", "replicas": 1, "devices": ["cpu:0"]}
-    assert two["settings"] == {"backend": "jax", "replicas": 2, "devices": ["cpu:0", "cpu:1"]}
+    assert one["facts"] == {"backend": "jax", "replicas": 1, "devices": ["cpu:0"]}
+    assert two["facts"] == {"backend": "jax", "replicas": 2, "devices": ["cpu:0", "cpu:1"]}
     assert two["environment"] == {"backend": "jax", "devices": ["cpu:0", "cpu:1"]}
     for key in ("loss", "val_loss", "accuracy", "val_accuracy", "val_auc"):
         assert two["history"][key] == pytest.approx(one["history"][key], abs=1e-5), key
@@ -183,9 +184,9 @@ def test_command_line_route_on_jax(tmp_path):
     assert "already finished" in _histolib(*argv)  # the best model loaded back onto the two devices
     record = json.loads((out / "run.json").read_text())
     assert record["environment"]["backend"] == "jax" and record["precision"] == "float32"  # auto on a CPU under JAX
-    assert record["settings"]["replicas"] == 2 and record["settings"]["devices"] == ["cpu:0", "cpu:1"]
+    assert record["facts"]["replicas"] == 2 and record["facts"]["devices"] == ["cpu:0", "cpu:1"]
     assert record["strategy"]["kind"] == "data-parallel" and record["augment_in"] == "model"
-    assert record["settings"]["steps_per_execution"] == 2
+    assert record["config"]["train"]["steps_per_execution"] == 2
     model = evaluate.load_model(out / "best.keras")  # here, under TensorFlow
     assert model.layers[1].name == "augment" and model.get_layer("augment").augment == "pcam"
 

@@ -15,6 +15,8 @@ import pytest
 import tensorflow as tf
 
 from histolib import train
+from histolib.config import RunConfig, TrainConfig
+from histolib.runs import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,11 +41,12 @@ def test_fit_writes_outputs_and_refuses_to_retrain(tmp_path, capsys):
     train_ds, _, _ = tiny_data(seed=0)
     val_ds, _, y_val = tiny_data(n=32, seed=1)
     out = tmp_path / "run"
-    result = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=3, learning_rate=0.01,
-                       patience=5, verbose=0, command="histolib train --test")
+    config = TrainConfig(epochs=3, learning_rate=0.01, patience=5, verbose=0)
+    result = train.fit(tiny_model, train_ds, val_ds, RunConfig(train=config, command="histolib train --test"),
+                       out_dir=out)
     for name in ("best.keras", "history.csv", "threshold.json", "run.json"):
         assert (out / name).is_file(), name
-    history = train.read_history(out)
+    history = read_history(out)
     assert [row["epoch"] for row in history] == [0, 1, 2]
     best = int(np.argmin([row["val_loss"] for row in history])) + 1
     assert result.best_epoch == best
@@ -58,23 +61,23 @@ def test_fit_writes_outputs_and_refuses_to_retrain(tmp_path, capsys):
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "finished" and record["epochs_done"] == 3
     assert record["command"] == "histolib train --test" and record["seed"] == 0
+    assert RunConfig.from_json(record["config"]) == RunConfig(train=config, command="histolib train --test")
     assert record["environment"]["packages"]["keras"] == keras.__version__
     assert "cpu" in record["environment"]["machine"] and record["wall_s"] > 0
 
     capsys.readouterr()
-    again = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=3, learning_rate=0.01,
-                      patience=5, verbose=0)
+    again = train.fit(tiny_model, train_ds, val_ds, config, out_dir=out)
     assert again.already_finished and "already finished" in capsys.readouterr().out
-    assert len(train.read_history(out)) == 3
+    assert len(read_history(out)) == 3
 
-    with pytest.raises(ValueError, match="learning_rate"):
-        train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=3, learning_rate=0.1,
-                  patience=5, verbose=0)
+    with pytest.raises(ValueError, match=r"train.learning_rate: 0.01 there, 0.1 now"):
+        train.fit(tiny_model, train_ds, val_ds, TrainConfig(epochs=3, learning_rate=0.1, patience=5, verbose=0),
+                  out_dir=out)
 
-    extended = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=4, learning_rate=0.01,
-                         patience=5, verbose=0)
+    extended = train.fit(tiny_model, train_ds, val_ds, TrainConfig(epochs=4, learning_rate=0.01, patience=5, verbose=0),
+                         out_dir=out)
     assert extended.resumed_from == 3 and extended.epochs_done == 4
-    assert [row["epoch"] for row in train.read_history(out)] == [0, 1, 2, 3]
+    assert [row["epoch"] for row in read_history(out)] == [0, 1, 2, 3]
     assert len(json.loads((out / "run.json").read_text())["sessions"]) == 2  # the "already finished" call trains nothing
 
 
@@ -82,7 +85,7 @@ def test_fit_shows_progress_without_keras_restore_chatter(tmp_path, capsys):
     # EarlyStopping(restore_best_weights=True, verbose=1) ends every run with "Restoring model
     # weights from the end of the best epoch" (36 such lines in chapter 6's outputs).
     train_ds, _, _ = tiny_data()
-    result = train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path, epochs=2, patience=5, verbose=2)
+    result = train.fit(tiny_model, train_ds, train_ds, TrainConfig(epochs=2, patience=5, verbose=2), out_dir=tmp_path)
     out = capsys.readouterr().out
     assert "Epoch 2/2" in out and "val_loss" in out and result.best_epoch in (1, 2)
     assert "Restoring model weights" not in out and "early stopping" not in out
@@ -92,24 +95,24 @@ def test_fit_without_checkpoints_keeps_best_weights_and_writes_no_model(tmp_path
     train_ds, _, _ = tiny_data(seed=0)
     val_ds, _, _ = tiny_data(n=32, seed=1)
     out = tmp_path / "light"
-    result = train.fit(tiny_model, train_ds, val_ds, out_dir=out, epochs=4, learning_rate=0.05,
-                       patience=1, verbose=0, checkpoints=False)
+    result = train.fit(tiny_model, train_ds, val_ds,
+                       TrainConfig(epochs=4, learning_rate=0.05, patience=1, verbose=0, checkpoints=False), out_dir=out)
     assert not list(out.rglob("*.keras")) and not (out / "backup").exists()
     assert {p.name for p in out.iterdir()} == {"history.csv", "threshold.json", "run.json"}
-    history = train.read_history(out)
+    history = read_history(out)
     assert result.epochs_done == len(history) >= 2
     best = int(np.argmin([row["val_loss"] for row in history])) + 1
     assert result.best_epoch == best
     loss = result.model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(history[best - 1]["val_loss"], rel=1e-5)
     record = json.loads((out / "run.json").read_text())
-    assert record["status"] == "finished" and record["settings"]["checkpoints"] is False
+    assert record["status"] == "finished" and record["config"]["train"]["checkpoints"] is False
     assert record["best_epoch"] == best and record["epochs_done"] == len(history)
 
     resumable = tmp_path / "resumable"
-    train.fit(tiny_model, train_ds, val_ds, out_dir=resumable, epochs=1, verbose=0)
+    train.fit(tiny_model, train_ds, val_ds, TrainConfig(epochs=1, verbose=0), out_dir=resumable)
     with pytest.raises(ValueError, match="resumable run"):
-        train.fit(tiny_model, train_ds, val_ds, out_dir=resumable, epochs=2, verbose=0, checkpoints=False)
+        train.fit(tiny_model, train_ds, val_ds, TrainConfig(epochs=2, verbose=0, checkpoints=False), out_dir=resumable)
 
 
 def test_fit_does_not_seed_the_global_random_generators(tmp_path):
@@ -122,7 +125,7 @@ def test_fit_does_not_seed_the_global_random_generators(tmp_path):
     for before in (1, 2):
         random.seed(before)
         np.random.seed(before)
-        train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path / str(before), epochs=1, seed=0, verbose=0)
+        train.fit(tiny_model, train_ds, train_ds, TrainConfig(epochs=1, seed=0, verbose=0), out_dir=tmp_path / str(before))
         draws.append((random.random(), np.random.random()))
     assert draws[0][0] != draws[1][0] and draws[0][1] != draws[1][1]
 
@@ -130,7 +133,7 @@ def test_fit_does_not_seed_the_global_random_generators(tmp_path):
 def test_tensorboard_logs_both_splits(tmp_path):
     train_ds, _, _ = tiny_data(seed=0)
     val_ds, _, _ = tiny_data(n=32, seed=1)
-    train.fit(tiny_model, train_ds, val_ds, out_dir=tmp_path, epochs=2, verbose=0, tensorboard=True)
+    train.fit(tiny_model, train_ds, val_ds, TrainConfig(epochs=2, verbose=0, tensorboard=True), out_dir=tmp_path)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     for split in ("train", "validation"):
@@ -147,9 +150,9 @@ def test_missing_monitor_keeps_the_last_epoch_and_resumes(tmp_path):
     # ModelCheckpoint saves nothing and the commit keeps the last epoch as the best one.
     train_ds, _, _ = tiny_data(seed=0)
     val_ds, _, _ = tiny_data(n=32, seed=1)
-    args = dict(out_dir=tmp_path, learning_rate=0.05, monitor="val_auc", mode="max", verbose=0)
+    args = dict(learning_rate=0.05, monitor="val_auc", mode="max", verbose=0)
     with pytest.warns(UserWarning, match="val_auc"):
-        first = train.fit(lambda: tiny_model(units=2), train_ds, val_ds, epochs=2, **args)
+        first = train.fit(lambda: tiny_model(units=2), train_ds, val_ds, TrainConfig(epochs=2, **args), out_dir=tmp_path)
     state = json.loads((tmp_path / "backup" / "state.json").read_text())
     assert state["best_file"] == state["latest_file"] == "epoch-0002.keras"
     assert first.best_epoch == state["best_epoch"] == 2
@@ -158,10 +161,10 @@ def test_missing_monitor_keeps_the_last_epoch_and_resumes(tmp_path):
     for a, b in zip(first.model.get_weights(), last.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.warns(UserWarning, match="val_auc"):
-        more = train.fit(lambda: tiny_model(units=2), train_ds, val_ds, epochs=3, **args)
+        more = train.fit(lambda: tiny_model(units=2), train_ds, val_ds, TrainConfig(epochs=3, **args), out_dir=tmp_path)
     assert more.resumed_from == 2 and more.epochs_done == 3 and more.best_epoch == 3
     assert json.loads((tmp_path / "backup" / "state.json").read_text())["best_file"] == "epoch-0003.keras"
-    assert [row["epoch"] for row in train.read_history(tmp_path)] == [0, 1, 2]
+    assert [row["epoch"] for row in read_history(tmp_path)] == [0, 1, 2]
 
 
 def test_multiclass_threshold_is_argmax(tmp_path):
@@ -169,9 +172,9 @@ def test_multiclass_threshold_is_argmax(tmp_path):
     x = rng.random((24, 8, 8, 3)).astype("float32")
     y = (x[..., 0].mean(axis=(1, 2)) * 3).astype("int32").clip(0, 2)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    result = train.fit(lambda: tiny_model(units=3), ds, ds, out_dir=tmp_path, epochs=1, verbose=0)
+    result = train.fit(lambda: tiny_model(units=3), ds, ds, TrainConfig(epochs=1, verbose=0), out_dir=tmp_path)
     assert result.threshold["threshold"] is None and result.threshold["method"] == "argmax"
-    assert json.loads((tmp_path / "run.json").read_text())["settings"]["loss"] == "sparse_categorical_crossentropy"
+    assert json.loads((tmp_path / "run.json").read_text())["facts"]["loss"] == "sparse_categorical_crossentropy"
 
 
 def test_balanced_class_weight_matches_formula():
@@ -183,10 +186,13 @@ def test_balanced_class_weight_matches_formula():
 
 def test_bad_arguments_are_named(tmp_path):
     ds, _, _ = tiny_data(n=8)
-    with pytest.raises(ValueError, match="epochs"):
-        train.fit(tiny_model, ds, ds, out_dir=tmp_path, epochs=0)
-    with pytest.raises(ValueError, match="class_weight"):
-        train.fit(tiny_model, ds, ds, out_dir=tmp_path, epochs=1, class_weight="balanced")
+    with pytest.raises(ValueError, match="epochs=0"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="class_counts=None"):
+        train.fit(tiny_model, ds, ds, TrainConfig(class_weight="balanced"), out_dir=tmp_path)
+    balanced = train.fit(tiny_model, ds, ds, TrainConfig(class_weight="balanced", verbose=0), out_dir=tmp_path / "b",
+                         class_counts=[6, 2])
+    assert balanced.epochs_done == 1
 
 
 
@@ -214,38 +220,41 @@ def test_cosine_run_resumes_on_its_schedule_and_cannot_be_extended(tmp_path):
 
     failing = tf.data.Dataset.from_generator(batches, output_signature=(
         tf.TensorSpec((None, 8, 8, 3), tf.float32), tf.TensorSpec((None,), tf.int32)))
-    args = dict(out_dir=tmp_path, epochs=3, learning_rate=0.05, patience=5, schedule="cosine",
-                warmup_epochs=0.5, verbose=0)
+    args = dict(epochs=3, learning_rate=0.05, patience=5, schedule="cosine", warmup_epochs=0.5, verbose=0)
     with pytest.raises(Exception, match="interrupted"):
-        train.fit(tiny_model, failing, val_ds, steps_per_epoch=8, **args)
+        train.fit(tiny_model, failing, val_ds, TrainConfig(steps_per_epoch=8, **args), out_dir=tmp_path)
     state = json.loads((tmp_path / "backup" / "state.json").read_text())
     assert state["epochs_done"] == 1 and state["reduce_lr"] is None
     train_ds, _, _ = tiny_data(n=64, seed=0)  # 8 batches, a known length: no steps_per_epoch needed
-    result = train.fit(tiny_model, train_ds, val_ds, **args)
+    with pytest.raises(ValueError, match="train.steps_per_epoch: 8 there, None now"):
+        train.fit(tiny_model, train_ds, val_ds, TrainConfig(**args), out_dir=tmp_path)
+    result = train.fit(tiny_model, train_ds, val_ds, TrainConfig(steps_per_epoch=8, **args), out_dir=tmp_path)
     assert result.resumed_from == 1 and result.epochs_done == 3
     # The rate at each epoch's end is the schedule's at 8, 16 and 24 steps: the resumed run
     # went on from the optimizer's restored step count, not from the start.
     schedule = train.learning_rate_schedule("cosine", 0.05, total_steps=24, warmup_steps=4)
-    logged = [row["learning_rate"] for row in train.read_history(tmp_path)]
+    logged = [row["learning_rate"] for row in read_history(tmp_path)]
     assert logged == pytest.approx([float(schedule(s)) for s in (8, 16, 24)], abs=1e-7)
     assert logged[0] > logged[1] > logged[2] == pytest.approx(0.0, abs=1e-9)
-    settings = json.loads((tmp_path / "run.json").read_text())["settings"]
-    assert (settings["schedule"], settings["warmup_epochs"], settings["schedule_epochs"]) == ("cosine", 0.5, 3)
-    with pytest.raises(ValueError, match="schedule_epochs: 3 there, 4 now"):
-        train.fit(tiny_model, train_ds, val_ds, **{**args, "epochs": 4})
+    settings = json.loads((tmp_path / "run.json").read_text())["config"]["train"]
+    assert (settings["schedule"], settings["warmup_epochs"], settings["epochs"]) == ("cosine", 0.5, 3)
+    with pytest.raises(ValueError, match="train.epochs: 3 there, 4 now"):
+        train.fit(tiny_model, train_ds, val_ds, TrainConfig(steps_per_epoch=8, **{**args, "epochs": 4}), out_dir=tmp_path)
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        train.fit(tiny_model, train_ds.repeat(), val_ds, **{**args, "out_dir": tmp_path / "endless"})
+        train.fit(tiny_model, train_ds.repeat(), val_ds, TrainConfig(**args), out_dir=tmp_path / "endless")
 
 
-def test_runs_recorded_before_schedules_existed_still_resume(tmp_path):
+def test_a_folder_from_before_run_configurations_is_refused_in_one_line(tmp_path):
     train_ds, _, _ = tiny_data(seed=0)
-    train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path, epochs=1, verbose=0)
+    train.fit(tiny_model, train_ds, train_ds, TrainConfig(epochs=1, verbose=0), out_dir=tmp_path)
     path = tmp_path / "backup" / "state.json"
     state = json.loads(path.read_text())
-    for key in ("schedule", "warmup_epochs", "schedule_epochs"):
-        del state["settings"][key]
+    state["settings"] = {"learning_rate": 0.001, "seed": 0}  # what such a folder holds instead
+    del state["resume"], state["facts"]
     path.write_text(json.dumps(state))
-    assert train.fit(tiny_model, train_ds, train_ds, out_dir=tmp_path, epochs=2, verbose=0).resumed_from == 1
+    with pytest.raises(ValueError) as refused:
+        train.fit(tiny_model, train_ds, train_ds, TrainConfig(epochs=2, verbose=0), out_dir=tmp_path)
+    assert "without run configurations" in str(refused.value) and "\n" not in str(refused.value)
 
 
 # The job a user would run: trains a tiny model into OUT. With HISTOLIB_TEST_BLOCK=E:B it
@@ -299,8 +308,9 @@ JOB = textwrap.dedent(
         h = keras.layers.GlobalAveragePooling2D()(h)
         return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
 
-    train.fit(build, train_ds, val_ds, out_dir=out, epochs=6, learning_rate=0.05, patience=10,
-              lr_patience=1, lr_factor=0.3, verbose=2)
+    from histolib.config import TrainConfig
+    train.fit(build, train_ds, val_ds, TrainConfig(epochs=6, learning_rate=0.05, patience=10, lr_patience=1,
+                                                  lr_factor=0.3, verbose=2), out_dir=out)
     """
 )
 
@@ -333,7 +343,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
 
     pre = json.loads((out / "backup" / "state.json").read_text())
     assert pre["epochs_done"] == 3 and not pre.get("finished")
-    pre_history = train.read_history(out)
+    pre_history = read_history(out)
     assert [row["epoch"] for row in pre_history] == [0, 1, 2]
     for stale in probe.glob("*-*.json"):
         stale.unlink()
@@ -358,7 +368,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert es["learning_rate"] == pytest.approx(pre["learning_rate_now"])
 
     # Every finished epoch logged exactly once, the pre-kill rows unchanged.
-    history = train.read_history(out)
+    history = read_history(out)
     assert [row["epoch"] for row in history] == list(range(6))
     assert history[:3] == pre_history
 
@@ -376,4 +386,4 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     # Third run, same command: nothing trained.
     third = run_job(script, out, env)
     assert third.returncode == 0 and "already finished" in third.stdout
-    assert train.read_history(out) == history
+    assert read_history(out) == history

@@ -65,7 +65,15 @@ from histolib.models.outputs import (
     positive_probability,
     predicted_class,
 )
-from histolib.models.registry import MODELS, ModelEntry, build_model, list_models, model_options, register_model
+from histolib.models.registry import (
+    MODELS,
+    ModelEntry,
+    build_model,
+    check_options,
+    list_models,
+    model_options,
+    register_model,
+)
 from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model, build_seed_subtype_model
 from histolib.models.weights import WeightsNotFoundError, write_application_weights
 
@@ -82,6 +90,7 @@ __all__ = [
     "build_classifier",
     "build_ensemble",
     "build_mil_classifier",
+    "check_options",
     "build_model",
     "build_seed_pcam_model",
     "build_seed_subtype_model",

@@ -126,12 +126,21 @@ def model_options(name: str) -> list[str]:
                   if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("num_classes", "input_shape", "weights"))
 
 
-def _check_options(name: str, options: dict) -> None:
+def check_options(name: str, options: dict) -> None:
+    """Refuse a model name `list_models` lacks, or ``options`` its builder does not take.
+
+    Raises:
+        ValueError: naming the unknown name (suggesting the closest) or the options, and what
+            the builder takes.
+    """
+    if name not in MODELS:
+        raise unknown_name("model name", name, MODELS, plural="model names")
     accepted = model_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise TypeError(f"build_model({name!r}) got unexpected keyword arguments {unknown}; "
-                        f"it takes {accepted or 'none beyond num_classes, input_shape, weights'}")
+        raise ValueError(f"model {name!r} takes no option {unknown}; it takes "
+                         f"{accepted or 'none beyond num_classes, input_shape, weights'} (--fine-tune is freeze, "
+                         f"--backbone-size backbone_size). Received: options={options}")
 
 
 def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="auto", dtype_policy=None,
@@ -172,13 +181,11 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
             ``backbone_size`` (see `build_classifier`); none for the seeds' models.
 
     Raises:
-        ValueError: for an unknown name (the message suggests the closest and lists them all).
-        TypeError: for options the name's builder does not take (the message names them).
+        ValueError: for an unknown name (the message suggests the closest and lists them all),
+            or options the name's builder does not take (`check_options`).
     """
-    if name not in MODELS:
-        raise unknown_name("model name", name, MODELS, plural="model names")
+    check_options(name, options)
     build = MODELS[name].build
-    _check_options(name, options)
     previous = keras.config.dtype_policy()
     if dtype_policy is not None:
         keras.config.set_dtype_policy(dtype_policy)
