@@ -62,6 +62,10 @@ class _Part:
             raise ValueError(f"{cls.__name__} has no field {unknown}; fields: {sorted(known)}")
         return cls(**values)
 
+    def replace(self, **changes):
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
     def resume_view(self) -> dict:
         """``{field: value}`` of the fields that must match for a run to resume."""
         view = {}

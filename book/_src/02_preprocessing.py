@@ -50,6 +50,7 @@ import pandas as pd
 import tensorflow as tf
 
 from histolib import data, evaluate, train
+from histolib.config import TrainConfig
 from histolib.data import splits, synthetic
 from histolib.layers.augmentation import augmentation
 from histolib.models import build_classifier
@@ -164,7 +165,7 @@ pd.DataFrame({"train": plain["counts"], "train, oversampled": balanced["counts"]
 
 # %% [markdown]
 # Oversampling is one remedy among several: class weights in the loss
-# (`train.fit(..., class_weight=("balanced", counts))`) reach the same balance without repeating
+# (`TrainConfig(class_weight="balanced")`, with the training rows' counts given to `train.fit`) reach the same balance without repeating
 # images, and balanced accuracy or macro F1 report the small classes fairly.
 
 # %% [markdown]
@@ -252,7 +253,7 @@ for pipeline, options in PIPELINES.items():
         model,
         data.load(SUBTYPE_SPEC, "train", batch_size=BATCH_SIZE, shuffle=True, **load),
         data.load(SUBTYPE_SPEC, "valid", batch_size=256, **load),
-        out_dir=tempfile.mkdtemp(prefix="leak-"), epochs=EPOCHS, patience=EPOCHS, seed=SEED, verbose=0,
+        TrainConfig(epochs=EPOCHS, patience=EPOCHS, seed=SEED, verbose=0), out_dir=tempfile.mkdtemp(prefix="leak-"),
     )
     test = data.load(SUBTYPE_SPEC, "test", batch_size=256, **load)
     results[pipeline] = {"own test split": evaluate.evaluate_model(run.model, test),

@@ -61,6 +61,8 @@ import numpy as np
 import pandas as pd
 
 from histolib import data, evaluate, models, plots, strategy, train
+from histolib.config import TrainConfig
+from histolib.runs import read_history
 from histolib.models import SEED_PCAM_PARAMS, build_seed_pcam_model
 
 # %% [markdown]
@@ -228,7 +230,7 @@ print("TPU-safe batches:", safe.element_spec[0].shape, f"{int(safe.cardinality()
 #   `patience - 1` epochs without improvement, so it drops once before training stops;
 # - `CSVLogger`: one row per epoch in `history.csv`.
 #
-# `fit(..., schedule="cosine", warmup_epochs=...)` (the command's `--schedule cosine`) replaces
+# `TrainConfig(schedule="cosine", warmup_epochs=...)` (the command's `--schedule cosine`) replaces
 # ReduceLROnPlateau with a fixed warm-up and cosine decay to 0 at the last epoch; it is one part of
 # the better PCam recipe that {doc}`09_reproduction_report` (section 6) compares with this one over
 # seeds, beside a fine-tuned ImageNet MobileNet (`--fine-tune --backbone-size 128`).
@@ -237,11 +239,9 @@ print("TPU-safe batches:", safe.element_spec[0].shape, f"{int(safe.cardinality()
 # been killed there:
 
 # %% tags=["nbval-ignore-output"]
-first = train.fit(
-    build_model, train_ds, val_ds,
-    out_dir=OUT, epochs=FIRST_EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
-    seed=SEED, strategy=choice.strategy, verbose=2,
-)
+settings = TrainConfig(epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE, seed=SEED, verbose=2)
+first = train.fit(build_model, train_ds, val_ds, settings.replace(epochs=FIRST_EPOCHS), out_dir=OUT,
+                  strategy=choice.strategy)
 print(f"epochs done: {first.epochs_done}, best epoch: {first.best_epoch}")
 
 # %% [markdown]
@@ -282,11 +282,7 @@ state = json.loads((OUT / "backup" / "state.json").read_text())
 # resumes the same way (the package's tests do exactly that), losing only the unfinished epoch:
 
 # %% tags=["nbval-ignore-output"]
-result = train.fit(
-    build_model, train_ds, val_ds,
-    out_dir=OUT, epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
-    seed=SEED, strategy=choice.strategy, verbose=2,
-)
+result = train.fit(build_model, train_ds, val_ds, settings, out_dir=OUT, strategy=choice.strategy)
 print(f"resumed from epoch {result.resumed_from}; epochs done: {result.epochs_done}, "
       f"best epoch: {result.best_epoch}, stopped early: {result.stopped_early}")
 
@@ -294,7 +290,7 @@ print(f"resumed from epoch {result.resumed_from}; epochs done: {result.epochs_do
 # The log holds each epoch once, and the run record lists both sessions:
 
 # %%
-history = pd.DataFrame(train.read_history(OUT))
+history = pd.DataFrame(read_history(OUT))
 print("epochs logged:", history["epoch"].tolist())
 print("sessions:", [(s["from_epoch"], s["to_epoch"]) for s in json.loads((OUT / "run.json").read_text())["sessions"]])
 
@@ -304,16 +300,11 @@ print("sessions:", [(s["from_epoch"], s["to_epoch"]) for s in json.loads((OUT / 
 # would be neither run.
 
 # %% tags=["nbval-ignore-output"]
-again = train.fit(
-    build_model, train_ds, val_ds,
-    out_dir=OUT, epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
-    seed=SEED, strategy=choice.strategy, verbose=2,
-)
+again = train.fit(build_model, train_ds, val_ds, settings, out_dir=OUT, strategy=choice.strategy)
 print("already finished:", again.already_finished)
 try:
-    train.fit(build_model, train_ds, val_ds,
-              out_dir=OUT, epochs=EPOCHS, learning_rate=1e-4, patience=PATIENCE, seed=SEED,
-              strategy=choice.strategy, verbose=2)
+    train.fit(build_model, train_ds, val_ds, settings.replace(learning_rate=1e-4), out_dir=OUT,
+              strategy=choice.strategy)
 except ValueError as error:
     print("ValueError:", str(error).replace(str(OUT), "OUT"))
 
@@ -446,14 +437,16 @@ if ON_COLAB_TPU and ROUTE == "jax":  # after the restart
     import jax
     import keras
     from histolib import experiment
+    from histolib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     assert keras.backend.backend() == "jax", "restart the runtime, then run only this cell"
     print("JAX devices:", jax.devices())
     keras.utils.set_random_seed(0)
-    tpu_result = experiment.train_from_spec(
-        "tfds:patch_camelyon", "seed-pcam", out_dir="runs/pcam-seed-tpu", epochs=20,
-        batch_size=128 * jax.device_count(), strategy="data-parallel",
-        augment="pcam-seed", augment_in="model", steps_per_execution=32)
+    tpu_config = RunConfig(
+        data=DataConfig(spec="tfds:patch_camelyon"), model=ModelConfig(name="seed-pcam"),
+        train=TrainConfig(epochs=20, batch_size=128 * jax.device_count(), strategy="data-parallel",
+                          augment="pcam-seed", augment_in="model", steps_per_execution=32))
+    tpu_result = experiment.train_from_spec(tpu_config, out_dir="runs/pcam-seed-tpu")
     print(f"best epoch {tpu_result.best_epoch}; threshold {tpu_result.threshold['threshold']:.3f}")
 else:
     print("skipped: this cell runs on a Colab TPU runtime with route 'jax'")
@@ -464,7 +457,7 @@ else:
 #
 # **The `tensorflow-tpu` route (does not work on current Colab TPU images).** With TensorFlow's
 # TPU build, `choose_strategy("tpu")` finds the TPU and returns a `TPUStrategy`, and
-# `train_from_spec(..., strategy="tpu")` trains as above. Colab's current TPU images carry no
+# `train_from_spec` with `TrainConfig(strategy="tpu")` trains as above. Colab's current TPU images carry no
 # TensorFlow and the newest `tensorflow-tpu` (2.20.0) does not match them, so the install
 # above fails or gives a TensorFlow that sees no TPU (`choose_strategy` then says why and falls
 # back to the CPU). It remains the route on a TPU VM whose image has TensorFlow:
@@ -472,10 +465,13 @@ else:
 # %%
 if ON_COLAB_TPU and ROUTE == "tensorflow":  # after the restart; see the note above
     from histolib import experiment
+    from histolib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-    tf_tpu_result = experiment.train_from_spec(
-        "tfds:patch_camelyon", "seed-pcam", out_dir="runs/pcam-seed-tf-tpu", epochs=20,
-        batch_size=128 * 8, strategy="tpu", augment="pcam-seed", steps_per_execution=32)  # 8 cores
+    tf_tpu_config = RunConfig(
+        data=DataConfig(spec="tfds:patch_camelyon"), model=ModelConfig(name="seed-pcam"),
+        train=TrainConfig(epochs=20, batch_size=128 * 8, strategy="tpu", augment="pcam-seed",
+                          steps_per_execution=32))  # 8 cores
+    tf_tpu_result = experiment.train_from_spec(tf_tpu_config, out_dir="runs/pcam-seed-tf-tpu")
 else:
     print("skipped: this cell runs on a Colab TPU runtime with route 'tensorflow'")
 
@@ -485,7 +481,7 @@ else:
 # - The seed's model, fed [0, 1] pixels with default initial weights, can sit at a constant
 #   prediction for hundreds of steps on low-contrast patches; `centre_inputs=True` maps its
 #   inputs to [-1, 1] and it learns at once (same parameters).
-# - `histolib.train.fit(model, train_ds, val_ds, out_dir=..., epochs=...)` trains with the seed's
+# - `histolib.train.fit(model, train_ds, val_ds, TrainConfig(epochs=...), out_dir=...)` trains with the seed's
 #   callbacks (EarlyStopping with the best weights restored, ModelCheckpoint, ReduceLROnPlateau by
 #   0.3) and a CSV log, into one folder with a run record.
 # - The same call resumes an interrupted run after its last finished epoch, with the weights,
@@ -493,7 +489,7 @@ else:
 # - `histolib.strategy.choose_strategy()` picks a TPU, several workers, several GPUs or one device,
 #   and says why; `make_tpu_safe` gives TPUs static batches.
 # - The decision threshold is chosen on validation data by Youden's J and stored beside the model.
-# - On a Colab TPU, Keras 3 on JAX: `train_from_spec(..., strategy="data-parallel",
+# - On a Colab TPU, Keras 3 on JAX: `train_from_spec` with `TrainConfig(strategy="data-parallel",
 #   augment_in="model")`, the path `histolib train` takes, with the batch split over the TPU
 #   cores by `keras.distribution.DataParallel` and the augmentation inside the training step;
 #   TensorFlow's TPU build no longer matches Colab's TPU images.

@@ -83,6 +83,7 @@ from IPython.display import display
 from tf_keras_vis.utils.scores import CategoricalScore
 
 from histolib import data, evaluate, frozen, models, plots, saliency, train
+from histolib.config import TrainConfig
 from histolib.data import duplicates, folders, ovarian, synthetic
 
 # %% [markdown]
@@ -282,8 +283,8 @@ for pipeline, head_name, seed in jobs:
                            frozen.view_dataset(x[:, r["train"]], labels[r["train"]], batch_size=BATCH_SIZE,
                                                shuffle=True, seed=seed),
                            frozen.view_dataset(x[:1, r["valid"]], labels[r["valid"]], batch_size=64),
-                           out_dir=out, epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE, seed=seed,
-                           verbose=0, checkpoints=False)
+                           TrainConfig(epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE, seed=seed,
+                                       verbose=0, checkpoints=False), out_dir=out)
     probs = fitted.model.predict(x[0, r["test"]].astype("float32"), verbose=0)
     scores = evaluate.classification_metrics(labels[r["test"]], probs, class_names=names)
     runs[pipeline, head_name or "none", seed] = (fitted, scores)
@@ -494,8 +495,8 @@ for name in ([] if QUICK else ["inception_v3", "xception", "mobilenet"]):
                                frozen.view_dataset(x[:, r["train"]], labels[r["train"]], batch_size=BATCH_SIZE,
                                                    shuffle=True, seed=SEED),
                                frozen.view_dataset(x[:, r["valid"]], labels[r["valid"]], batch_size=64),
-                               out_dir=out, epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
-                               seed=SEED, verbose=0, checkpoints=False)
+                               TrainConfig(epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE,
+                                           seed=SEED, verbose=0, checkpoints=False), out_dir=out)
         scores = evaluate.classification_metrics(labels[r["test"]], fitted.model.predict(
             x[0, r["test"]].astype("float32"), verbose=0), class_names=names)
         backbone_rows.append({"backbone": name, "weights": weights, "pipeline": pipeline,

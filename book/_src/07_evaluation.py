@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from histolib import data, evaluate, plots, train
+from histolib.config import TrainConfig
 from histolib.models import build_seed_pcam_model
 
 # %% [markdown]
@@ -114,7 +115,7 @@ build_model = functools.partial(build_seed_pcam_model, (IMAGE_SIZE, IMAGE_SIZE, 
 run = train.fit(
     build_model,
     data.load(DATA, "train", shuffle=True, augment="pcam-seed", seed=SEED, **loader), val_ds,
-    out_dir=RUNS / f"pcam-seed-seed{SEED}", epochs=EPOCHS, seed=SEED, verbose=0,
+    TrainConfig(epochs=EPOCHS, seed=SEED, augment="pcam-seed", verbose=0), out_dir=RUNS / f"pcam-seed-seed{SEED}",
 )
 print(f"{run.model.name}: {run.model.count_params():,} parameters, best epoch {run.best_epoch} of {run.epochs_done}")
 
@@ -262,7 +263,7 @@ for augment in (None, "pcam-seed"):
         result = train.fit(
             build_model,
             data.load(DATA, "train", shuffle=True, augment=augment, seed=seed, **loader), val_ds,
-            out_dir=RUNS / f"{augment or 'plain'}-seed{seed}", epochs=EPOCHS, seed=seed, verbose=0,
+            TrainConfig(epochs=EPOCHS, seed=seed, augment=augment, verbose=0), out_dir=RUNS / f"{augment or 'plain'}-seed{seed}",
         )
         y, p = evaluate.predict(result.model, test_ds)
         auc.setdefault(augment or "no augmentation", []).append(evaluate.classification_metrics(y, p)["auc"])

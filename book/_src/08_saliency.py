@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from histolib import data, evaluate, plots, saliency, slide, train
+from histolib.config import TrainConfig
 from histolib.data import regions, synthetic
 from histolib.models import build_classifier, build_seed_pcam_model
 
@@ -96,7 +97,7 @@ else:
     fitted = train.fit(functools.partial(build_seed_pcam_model, centre_inputs=True),
                        data.load(SYNTHETIC, "train", batch_size=32, shuffle=True, seed=SEED),
                        data.load(SYNTHETIC, "valid", batch_size=64, seed=SEED),
-                       out_dir=tempfile.mkdtemp(prefix="histolib-ch08-"), epochs=FALLBACK_EPOCHS, seed=SEED, verbose=0)
+                       TrainConfig(epochs=FALLBACK_EPOCHS, seed=SEED, verbose=0), out_dir=tempfile.mkdtemp(prefix="histolib-ch08-"))
     model, threshold = fitted.model, fitted.threshold["threshold"]
     source = f"FALLBACK: {MODEL_PATH} is missing, so the seed's model was trained here on synthetic patches"
 print(f"{source}\n{model.name}: {model.count_params():,} parameters, decision threshold {threshold:.3f}")
@@ -325,7 +326,7 @@ if region is not None:
 # 2. ```python
 #    run = train.fit(functools.partial(build_classifier, "seed_cnn", attention="differential", weights=None),
 #                    data.load(SYNTHETIC, "train", batch_size=32, shuffle=True), data.load(SYNTHETIC, "valid"),
-#                    out_dir=tempfile.mkdtemp(), epochs=10)
+#                    TrainConfig(epochs=10), out_dir=tempfile.mkdtemp())
 #    saliency.localisation(saliency.attention_map(run.model, x), lesion)
 #    ```
 # 3. Halving the stride doubles the tiles along each side: the grid goes from 30 x 23 to

@@ -70,7 +70,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from histolib import evaluate, plots, provenance, saliency, train
+from histolib import evaluate, mil, plots, provenance, saliency, train
+from histolib.config import TrainConfig
 from histolib.data import bags, regions, splits, synthetic
 from histolib.data.features import cache_dir, read_source, tile_features
 from histolib.layers import AttentionMILPooling
@@ -255,17 +256,14 @@ print(f"features of {sum(len(f) for f in features.values()):,} tiles in {time.ti
 # %% tags=["nbval-ignore-output"]
 results, test_probs, trained = [], {}, {}
 for seed in SEEDS:
+    settings = TrainConfig(epochs=EPOCHS, patience=PATIENCE, seed=seed, checkpoints=False, verbose=0)
     for pooling_name in POOLINGS:
         keras.utils.set_random_seed(seed)
-        fitted = train.fit(functools.partial(build_mil_classifier, features["train"].shape[1], pooling=pooling_name),
-                           bags.dataset(several["train"], features["train"], shuffle=True, seed=seed,
-                                        max_instances=BAG_SIZE[1]),
-                           bags.dataset(several["valid"], features["valid"], max_instances=BAG_SIZE[1]),
-                           out_dir=RUNS / f"several-{pooling_name}-{seed}", epochs=EPOCHS, patience=PATIENCE, seed=seed,
-                           checkpoints=False, verbose=0)
-        y_test, probs = evaluate.predict(fitted.model, bags.dataset(several["test"], features["test"]))
+        fitted = mil.fit_pooling(pooling_name, several, features, settings, max_instances=BAG_SIZE[1],
+                                 out_dir=RUNS / f"several-{pooling_name}-{seed}")
+        y_test, probs = fitted.labels, fitted.probs
         test_probs[pooling_name, seed], trained[pooling_name, seed] = probs, fitted.model
-        results.append({"setting": "several", "pooling": pooling_name, "seed": seed, "epochs": fitted.epochs_done,
+        results.append({"setting": "several", "pooling": pooling_name, "seed": seed, "epochs": fitted.epochs,
                         "bag AUC": roc_auc_score(y_test, probs[:, 1])})
 pd.DataFrame(results).pivot(index="seed", columns="pooling", values="bag AUC")[list(POOLINGS)].round(3)
 
@@ -356,16 +354,13 @@ features_one = {part: tile_features(b, encoder) for part, b in one.items()}
 x_one, mask_one = bags.padded(one["test"], features_one["test"])
 labels_one, _ = bags.padded(one["test"], one["test"].tile_labels)
 for seed in SEEDS:
+    settings = TrainConfig(epochs=EPOCHS, patience=PATIENCE, seed=seed, checkpoints=False, verbose=0)
     for pooling_name in POOLINGS:
         keras.utils.set_random_seed(seed)
-        fitted = train.fit(functools.partial(build_mil_classifier, features_one["train"].shape[1], pooling=pooling_name),
-                           bags.dataset(one["train"], features_one["train"], shuffle=True, seed=seed,
-                                        max_instances=BAG_SIZE[1]),
-                           bags.dataset(one["valid"], features_one["valid"], max_instances=BAG_SIZE[1]),
-                           out_dir=RUNS / f"one-{pooling_name}-{seed}", epochs=EPOCHS, patience=PATIENCE, seed=seed,
-                           checkpoints=False, verbose=0)
-        y_one, probs = evaluate.predict(fitted.model, bags.dataset(one["test"], features_one["test"]))
-        results.append({"setting": "one", "pooling": pooling_name, "seed": seed, "epochs": fitted.epochs_done,
+        fitted = mil.fit_pooling(pooling_name, one, features_one, settings, max_instances=BAG_SIZE[1],
+                                 out_dir=RUNS / f"one-{pooling_name}-{seed}")
+        y_one, probs = fitted.labels, fitted.probs
+        results.append({"setting": "one", "pooling": pooling_name, "seed": seed, "epochs": fitted.epochs,
                         "bag AUC": roc_auc_score(y_one, probs[:, 1])})
         if pooling_name in ("attention", "gated"):
             weights_one = attention_scores(fitted.model, {"features": x_one, "mask": mask_one})
@@ -460,8 +455,8 @@ for fold, (rest, test_idx) in enumerate(folds.split(y_ovarian, y_ovarian, groups
                            bags.dataset(image_bags, feats, indices=rest[inner["train"]], batch_size=8, shuffle=True,
                                         seed=fold),
                            bags.dataset(image_bags, feats, indices=rest[inner["valid"]], batch_size=8),
-                           out_dir=RUNS / f"ovarian-{fold}-{pooling_name}", epochs=EPOCHS, patience=PATIENCE,
-                           seed=fold, checkpoints=False, verbose=0)
+                           TrainConfig(epochs=EPOCHS, patience=PATIENCE, seed=fold, checkpoints=False, verbose=0),
+                           out_dir=RUNS / f"ovarian-{fold}-{pooling_name}")
         _, oof[name][test_idx] = evaluate.predict(fitted.model, bags.dataset(image_bags, feats, indices=test_idx))
         fold_scores.append({"fold": fold, "model": name, "images": len(test_idx),
                             "accuracy": float((oof[name][test_idx].argmax(1) == y_ovarian[test_idx]).mean())})
