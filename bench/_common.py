@@ -102,7 +102,7 @@ def cpu_info() -> dict:
 
 def git_commit() -> dict:
     """The commit, and whether ``histolib/`` or ``bench/`` hold uncommitted changes."""
-    return provenance.git_state("histolib", "bench")
+    return provenance.git_state(("histolib", "bench"))
 
 
 def versions() -> dict:

@@ -55,7 +55,7 @@ def measure_one(recipe: dict, *, steps: int, repeats: int, batch: int, real_dir,
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = models.build_model(recipe["model"], weights=None, dtype_policy=recipe["policy"], **recipe["options"])
+    model = models.build_model(recipe["model"], weights=None, dtype_policy=recipe["policy"], options=recipe["options"])
     metrics = [keras.metrics.BinaryAccuracy(name="accuracy")] if models.is_sigmoid(model) else ["accuracy"]
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=models.loss_for(model), metrics=metrics)
     spec = f"folder:{real_dir}" if real_dir is not None else f"synthetic-pcam:{max(steps * batch, 256)}"

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import keras
+import pandas as pd
 
 from histolib import cli_options, data, evaluate, experiment, slide, split_record
 from histolib.cli_options import PROG, UsageError
@@ -141,8 +142,6 @@ def _duplicates(args) -> int:
 
 def _print_tables(metrics: dict) -> None:
     """The confusion matrix and scikit-learn's per-class report of `evaluate.evaluate_model`."""
-    import pandas as pd  # deferred: only the evaluate command prints tables
-
     report = metrics["classification_report"]
     names = list(report)[:len(metrics["confusion_matrix"])]  # the classes come first
     matrix = pd.DataFrame(metrics["confusion_matrix"], index=names, columns=names)

@@ -136,6 +136,13 @@ def _add_train(commands) -> None:
     t.add_argument("--image-size", type=_positive_int, metavar="PX", default=None,
                    help="resize images to PX x PX (default: the data's own size)")
     t.add_argument("--seed", type=int, default=0, help="seed for shuffling, augmentation and weights (default 0)")
+    _add_training_options(t)
+    _add_split_options(t, training=True)
+    _add_route_options(t)
+
+
+def _add_training_options(t) -> None:
+    """The optimiser, schedule, weights, precision and device options of ``train``."""
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's initial learning rate (default 1e-3)")
     t.add_argument("--patience", type=int, default=3, help="EarlyStopping patience in epochs (default 3)")
     t.add_argument("--monitor", default="val_loss",
@@ -168,7 +175,10 @@ def _add_train(commands) -> None:
     t.add_argument("--steps-per-execution", type=_positive_int, default=1, metavar="N",
                    help="batches per compiled call (default 1; 32 or more on a TPU, where each call has "
                    "a fixed host cost)")
-    _add_split_options(t, training=True)
+
+
+def _add_route_options(t) -> None:
+    """Whether a frozen backbone's features are computed once (``--features``, ``--views``)."""
     t.add_argument("--features", choices=["auto", "off"], default="auto",
                    help="auto: a frozen pretrained backbone runs once per image and view (cached; the run "
                    "restarts rather than resumes) and the rest trains on its features; off: the whole model")

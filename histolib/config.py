@@ -62,10 +62,6 @@ class _Part:
             raise ValueError(f"{cls.__name__} has no field {unknown}; fields: {sorted(known)}")
         return cls(**values)
 
-    def replace(self, **changes):
-        """A copy with ``changes`` (validated again)."""
-        return dataclasses.replace(self, **changes)
-
     def resume_view(self) -> dict:
         """``{field: value}`` of the fields that must match for a run to resume."""
         view = {}
@@ -278,11 +274,14 @@ class RunConfig:
                 view.update({f"{name}.{key}": value for key, value in part.resume_view().items()})
         return view
 
-    def replace(self, **parts) -> RunConfig:
-        """A copy with some parts or fields replaced: ``config.replace(train={"seed": 1})`` changes
-        one field of a part; ``config.replace(data=DataConfig(...))`` a whole part."""
+    def replace(self, *, train=None, data=None, model=None) -> RunConfig:
+        """A copy with parts or some of their fields replaced (each validated again):
+        ``config.replace(train={"seed": 1})`` changes one field of a part,
+        ``config.replace(data=DataConfig(...))`` a whole part; ``None`` keeps a part."""
         changes = {}
-        for name, value in parts.items():
-            current = getattr(self, name)
-            changes[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        for name, value in (("train", train), ("data", data), ("model", model)):
+            if isinstance(value, dict):
+                changes[name] = dataclasses.replace(getattr(self, name), **value)
+            elif value is not None:
+                changes[name] = value
         return dataclasses.replace(self, **changes)

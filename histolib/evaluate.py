@@ -15,7 +15,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
+
+from histolib.models import class_probabilities, predicted_class
 
 #: The metrics `classification_metrics` reports as scalars (and `bootstrap_intervals` can bound).
 SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "auc")
@@ -26,8 +32,6 @@ def as_class_probs(outputs) -> np.ndarray:
 
     A sigmoid ``p`` becomes ``[1 - p, p]`` (`histolib.models.class_probabilities`).
     """
-    from histolib.models import class_probabilities
-
     p = np.asarray(outputs, dtype=np.float64)
     if p.ndim == 1:
         p = p[:, None]
@@ -45,8 +49,6 @@ def load_model(path):
     Raises:
         ValueError: ``path`` is not a readable ``.keras`` model (the message names it).
     """
-    import keras
-
     try:
         return keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError) as error:
@@ -61,8 +63,6 @@ def dihedral_views(images):
     label is the same in all 8 views. Computed with ``keras.ops``: the views are tensors of the
     Keras backend in use (TensorFlow or JAX).
     """
-    import keras
-
     images = keras.ops.convert_to_tensor(images)
     if len(images.shape) != 4 or images.shape[1] != images.shape[2]:
         raise ValueError(
@@ -78,8 +78,6 @@ def dihedral_views(images):
 
 def _replicas() -> int:
     """Devices a batch is split over under the Keras distribution in force (1 without one)."""
-    import keras
-
     distribution = keras.distribution.distribution()
     return 1 if distribution is None else int(np.prod(distribution.device_mesh.shape))
 
@@ -91,8 +89,6 @@ def _predict_batch(model, images, size: int, tta: bool) -> np.ndarray:
     The batch is zero-padded to ``size`` rows, so every call has the same shape and the
     model's predict function (a ``tf.function`` or a ``jax.jit``) is traced once.
     """
-    import keras
-
     n = len(keras.tree.flatten(images)[0])
     if n < size:
         images = keras.tree.map_structure(
@@ -126,8 +122,6 @@ def predict(model, dataset, *, tta: bool = False, steps: int | None = None, prog
     Returns:
         ``(y_true (n,) int64, probs (n, k) float64)`` with ``k >= 2`` (see `as_class_probs`).
     """
-    import keras
-
     if steps is not None:
         dataset = dataset.take(steps)
     total = steps
@@ -166,8 +160,6 @@ def choose_threshold(y_true, scores) -> dict:
         ``{"threshold": t, "method": "youden_j", "youden_j": J, "balanced_accuracy": b}``;
         ``t`` is 0.5 (method ``"default"``) when the labels hold only one class.
     """
-    from sklearn.metrics import balanced_accuracy_score, roc_curve
-
     y_true = np.asarray(y_true).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(np.unique(y_true)) < 2:
@@ -223,13 +215,10 @@ def read_threshold(model_path) -> float:
 def predicted_labels(probs, threshold: float = 0.5) -> np.ndarray:
     """Class calls ``(n,)``: ``probs[:, 1] > threshold`` for two classes, the argmax otherwise
     (`histolib.models.predicted_class`)."""
-    from histolib.models import predicted_class
-
     return predicted_class(as_class_probs(probs), threshold).astype(np.int64)
 
 
 def _auc(y_true, probs) -> float:
-    from sklearn.metrics import roc_auc_score
 
     k = probs.shape[1]
     present = np.unique(y_true)
@@ -242,8 +231,6 @@ def _auc(y_true, probs) -> float:
 
 def _metric(name: str, y_true, probs, y_pred) -> float:
     """One of `SCALAR_METRICS` through sklearn.metrics (binary: of class 1; else macro)."""
-    from sklearn import metrics as skm
-
     if name == "auc":
         return _auc(y_true, probs)
     if name == "accuracy":
@@ -275,8 +262,6 @@ def classification_metrics(y_true, probs, *, threshold: float = 0.5, class_names
         one-vs-rest), ``confusion_matrix`` (rows true, columns predicted) and
         ``classification_report`` (scikit-learn's, as a dict).
     """
-    from sklearn import metrics as skm
-
     y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
     probs = as_class_probs(probs)
     if len(y_true) != len(probs):
@@ -315,8 +300,6 @@ def bootstrap_intervals(y_true, probs, *, threshold: float = 0.5, metrics=SCALAR
     Returns:
         ``{metric: [low, high]}`` for each name in ``metrics`` (from `SCALAR_METRICS`).
     """
-    from scipy import stats
-
     y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
     probs = as_class_probs(probs)
     unknown = sorted(set(metrics) - set(SCALAR_METRICS))
@@ -366,8 +349,6 @@ def paired_comparison(baseline, variant) -> dict:
         seed's difference is the same, the t statistic is undefined (no spread): statistic
         NaN, and p-value 1.0 if the differences are all zero, else NaN.
     """
-    from scipy import stats
-
     a = np.asarray(baseline, dtype=np.float64).reshape(-1)
     b = np.asarray(variant, dtype=np.float64).reshape(-1)
     if len(a) != len(b) or len(a) < 2:

@@ -41,7 +41,7 @@ def build_for(config: RunConfig, *, num_classes: int, precision: str):
     def build():
         model = models.build_model(spec.name, num_classes=num_classes,
                                    input_shape=None if size is None else (size, size, 3), weights=spec.weights,
-                                   dtype_policy=precision, **spec.options)
+                                   dtype_policy=precision, options=spec.options)
         return models.with_augmentation(model, augment, seed=config.train.seed) if augment else model
 
     return build

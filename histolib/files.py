@@ -34,6 +34,7 @@ import urllib.parse
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 
 __all__ = ["IMAGE_SUFFIXES", "SLIDE_SUFFIXES", "REACH_TIMEOUT", "atomic_file", "atomic_path", "atomic_write_text",
@@ -68,10 +69,10 @@ def atomic_path(path):
 
 
 @contextlib.contextmanager
-def atomic_file(path, mode: str = "w", **kwargs):
-    """`atomic_path` as an open file (``mode`` ``"w"`` or ``"wb"``; ``kwargs`` go to ``open``,
-    e.g. ``newline=""``), flushed to disk before the rename."""
-    with atomic_path(path) as part, open(part, mode, **kwargs) as handle:
+def atomic_file(path, mode: str = "w", *, newline: str | None = None):
+    """`atomic_path` as an open file (``mode`` ``"w"`` or ``"wb"``; ``newline`` as in ``open``,
+    ``""`` for the csv module), flushed to disk before the rename."""
+    with atomic_path(path) as part, open(part, mode, newline=newline) as handle:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
@@ -117,11 +118,11 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "histolib"
 
 
-def files_key(paths, kind: str, **params) -> str:
+def files_key(paths, kind: str, params: dict | None = None) -> str:
     """A 64-hex-digit key for a result computed from the files ``paths`` (in this order) with
     ``params`` (JSON-serialisable settings). Each file must exist (``FileNotFoundError`` names
     the first that does not); keying costs one ``stat`` per file."""
-    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, kind, params], sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, kind, params or {}], sort_keys=True).encode())
     for path in paths:
         path = os.path.abspath(path)
         st = os.stat(path)
@@ -227,8 +228,6 @@ def _socket_timeout(seconds: float):
 
 def _fetch(url: str, part: Path, *, md5, timeout: float, by_hand: str) -> None:
     """``keras.utils.get_file`` of ``url`` into ``part``, its errors as ours."""
-    import keras  # deferred: importing Keras costs seconds, and reading the cache needs none of it
-
     try:
         with _socket_timeout(timeout):
             keras.utils.get_file(fname=part.name, origin=url, file_hash=md5, hash_algorithm="md5",

@@ -136,8 +136,8 @@ def feature_views(backbone: keras.Model, dataset, *, views: int = 1, augment: st
                          f"augment={augment!r}")
     key = None
     if use_cache and paths is not None:
-        key = files.files_key(paths, "backbone-features", backbone=encoder_fingerprint(backbone), views=int(views),
-                              augment=augment, seed=int(seed))
+        key = files.files_key(paths, "backbone-features", {"backbone": encoder_fingerprint(backbone),
+                                                           "views": int(views), "augment": augment, "seed": int(seed)})
         stored = files.cached_array("backbone-features", key)
         if stored is not None:
             return stored

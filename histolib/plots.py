@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from histolib import evaluate
 from histolib.data.images import read_image
@@ -103,8 +105,6 @@ def confusion_matrix(cm, *, class_names=None, normalize: bool = False, title: st
         class_names: ``k`` labels for the axes.
         normalize: show each row as fractions of its true class (recall on the diagonal).
     """
-    from sklearn.metrics import ConfusionMatrixDisplay
-
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square (k, k) matrix. Received: shape={cm.shape}")
@@ -126,8 +126,6 @@ def roc(y_true, probs, *, class_names=None, title: str | None = None) -> Figure:
         y_true: ``(n,)`` integer labels.
         probs: class probabilities ``(n, k)`` or a sigmoid's ``(n,)`` / ``(n, 1)``.
     """
-    from sklearn.metrics import RocCurveDisplay
-
     y_true = np.asarray(y_true).reshape(-1)
     probs = evaluate.as_class_probs(probs)
     k = probs.shape[1]
@@ -148,8 +146,6 @@ def reliability_diagram(y_true, probs, *, n_bins: int = 10, title: str | None = 
     Two panels: scikit-learn's ``CalibrationDisplay`` (uniform bins) above, and the histogram
     of predicted probabilities below (how many cases each bin holds).
     """
-    from sklearn.calibration import CalibrationDisplay
-
     y_true = np.asarray(y_true).reshape(-1)
     probs = evaluate.as_class_probs(probs)
     if probs.shape[1] != 2:

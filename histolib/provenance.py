@@ -13,6 +13,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import keras
+import tensorflow as tf
+
 #: The histolib checkout (or the site-packages folder holding an installed histolib).
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,9 +80,10 @@ def package_versions(names=PACKAGES) -> dict:
     return out
 
 
-def git_state(*paths: str) -> dict:
-    """``{"commit": HEAD of the checkout, "modified": whether ``paths`` hold uncommitted
-    changes to tracked files}``; both ``None`` outside a git checkout or without git."""
+def git_state(paths=("histolib",)) -> dict:
+    """``{"commit": HEAD of the checkout, "modified": whether ``paths`` (folders of the
+    checkout) hold uncommitted changes to tracked files}``; both ``None`` outside a git checkout
+    or without git."""
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -108,9 +112,7 @@ def describe_environment() -> dict:
     `SPEED_FLAGS` present, the Keras backend's devices, the oneDNN setting), the Keras
     ``backend`` (``"tensorflow"`` or ``"jax"``) and the Keras dtype policy in force.
     """
-    import keras
-
-    git = git_state("histolib")
+    git = git_state(("histolib",))
     machine = {
         "os": platform.platform(),
         **cpu_info(),
@@ -130,12 +132,9 @@ def describe_environment() -> dict:
 def backend_devices() -> list[str]:
     """The devices of the Keras backend in use: TensorFlow's physical devices (``"CPU:0"``,
     ``"GPU:0"``, ...) or JAX's (``"cpu:0"``, ``"tpu:0"``, ...)."""
-    import keras
-
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # deferred: JAX is an optional backend
 
         return [f"{d.platform}:{d.id}" for d in jax.devices()]
-    import tensorflow as tf
 
     return [d.device_type + ":" + d.name.rsplit(":", 1)[-1] for d in tf.config.list_physical_devices()]

@@ -10,11 +10,15 @@ the region. Reading a region, its tissue mask and the tile grid are data
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
 from histolib.data.regions import tissue_fraction, tissue_mask
+from histolib.models.outputs import positive_probability
+from histolib.plots import OVERLAY_ALPHA, OVERLAY_CMAP, grey_tissue
 
 __all__ = ["SlideHeatmap", "draw_heatmap", "heatmap", "predict_tiles"]
 
@@ -48,8 +52,6 @@ def predict_tiles(model, region, coords, *, tile: int = 96, batch_size: int = 12
     Returns:
         ``(n,)`` float32.
     """
-    from histolib.models.outputs import positive_probability
-
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     windows = np.lib.stride_tricks.sliding_window_view(region, (tile, tile), axis=(0, 1))
     out = np.empty(len(coords), np.float32)
@@ -143,11 +145,6 @@ def draw_heatmap(region, result: SlideHeatmap, path=None, *, alpha: float | None
     Returns:
         the matplotlib ``Figure`` (not attached to pyplot, so nothing is left open).
     """
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
-    from histolib.plots import OVERLAY_ALPHA, OVERLAY_CMAP, grey_tissue
 
     alpha = OVERLAY_ALPHA if alpha is None else alpha
     cmap = OVERLAY_CMAP if cmap is None else cmap

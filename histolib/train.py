@@ -59,10 +59,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
 
 from histolib import evaluate
 from histolib.config import SCHEDULES, RunConfig, TrainConfig
@@ -109,8 +111,6 @@ def balanced_class_weight(counts) -> dict:
     Returns:
         ``{class_index: weight}`` as scikit-learn's ``compute_class_weight("balanced")`` gives.
     """
-    from sklearn.utils.class_weight import compute_class_weight
-
     counts = np.asarray(counts, dtype=int)
     if counts.ndim != 1 or (counts <= 0).any():
         raise ValueError(f"counts must be positive images per class. Received: counts={counts.tolist()}")

@@ -112,7 +112,7 @@ def test_groups_json_cached_and_unreadable_files_left_out(copies, tmp_path, monk
 
 def test_unknown_setting_named():
     with pytest.raises(ValueError, match=r"unknown near-duplicate settings \['min_inlier'\]"):
-        duplicates.find_near_duplicates([], min_inlier=3)
+        duplicates.find_near_duplicates([], settings={"min_inlier": 3})
 
 
 def test_real_ovarian_copies_grouped(shared_data):

@@ -152,7 +152,7 @@ def test_key_follows_paths_sizes_times_and_params(tmp_path):
     key = files.files_key([a, b], "check")
     assert key == files.files_key([str(a), str(b)], "check")
     assert key != files.files_key([b, a], "check") != files.files_key([a, b], "other")
-    assert key != files.files_key([a, b], "check", size=224)
+    assert key != files.files_key([a, b], "check", {"size": 224})
     os.utime(b, ns=(1_000_000_000, 1_000_000_000))
     touched = files.files_key([a, b], "check")
     assert touched != key

@@ -227,7 +227,7 @@ def test_seed_subtype_model_as_published():
 
 def test_unknown_build_options_are_value_errors_naming_them():
     with pytest.raises(ValueError, match=r"model 'seed-pcam' takes no option \['dropout'\]"):
-        build_model("seed-pcam", dropout=0.2)
+        build_model("seed-pcam", options={"dropout": 0.2})
 
 
 def test_registered_models_are_built_listed_and_accepted_by_the_command(monkeypatch):
@@ -299,9 +299,9 @@ def test_model_options_of_the_registry():
     assert model_options("mobilenet_025") == ["backbone_size", "freeze"]
     assert model_options("seed_cnn+self") == ["backbone_size", "freeze"]
     assert model_options("seed-pcam") == ["centre_inputs"]  # build_seed_pcam_model(centre_inputs=...)
-    assert build_model("mobilenet_025", weights=None, backbone_size=112).get_layer("resize").output.shape[1] == 112
+    assert build_model("mobilenet_025", weights=None, options={"backbone_size": 112}).get_layer("resize").output.shape[1] == 112
     with pytest.raises(ValueError, match="takes no option \\['freeze'\\]"):
-        build_model("seed-pcam", freeze=False)
+        build_model("seed-pcam", options={"freeze": False})
 
 
 def test_classifier_keras_round_trip(tmp_path):
@@ -359,7 +359,7 @@ def test_imagenet_weights_load_from_histolib_weights_dir(offline, monkeypatch):
     assert counts["trainable"] + counts["frozen"] == model.count_params()
     # Through the registry: frozen by default, trained with freeze=False (--fine-tune).
     frozen = build_model("mobilenet", input_shape=(128, 128, 3), weights="imagenet")
-    tuned = build_model("mobilenet", input_shape=(128, 128, 3), weights="imagenet", freeze=False)
+    tuned = build_model("mobilenet", input_shape=(128, 128, 3), weights="imagenet", options={"freeze": False})
     assert not frozen.get_layer("conv1").trainable and tuned.get_layer("conv1").trainable
     assert all(layer.trainable for layer in tuned.layers)
     np.testing.assert_array_equal(tuned.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0])

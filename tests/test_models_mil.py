@@ -154,7 +154,7 @@ def test_the_registry_builds_mil_heads_by_name():
     from histolib.models import build_model, list_models
 
     assert {"mil-mean", "mil-max", "mil-attention", "mil-gated"} <= set(list_models())
-    model = build_model("mil-gated", input_shape=(None, 16), num_classes=3, units=8, embedding=None)
+    model = build_model("mil-gated", input_shape=(None, 16), num_classes=3, options={"units": 8, "embedding": None})
     assert model.name == "mil_gated" and model.output_shape == (None, 3)
     assert model.get_layer("pool").units == 8 and "embed" not in [layer.name for layer in model.layers]
     assert build_model("mil-max").input["features"].shape == (None, None, 256)  # MobileNet 0.25's features
@@ -163,7 +163,7 @@ def test_the_registry_builds_mil_heads_by_name():
     with pytest.raises(ValueError, match=r"\(instances, channels\).*Received: input_shape=\(96, 96, 3\)"):
         build_model("mil-mean", input_shape=(96, 96, 3))
     with pytest.raises(ValueError, match="heads"):
-        build_model("mil-gated", heads=2)
+        build_model("mil-gated", options={"heads": 2})
 
 
 def test_the_command_refuses_mil_heads_in_one_line(tmp_path, capsys):

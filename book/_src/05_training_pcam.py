@@ -49,6 +49,7 @@ if "google.colab" in sys.modules:
 
 # %%
 %matplotlib inline
+import dataclasses
 import functools
 import json
 import os
@@ -240,7 +241,7 @@ print("TPU-safe batches:", safe.element_spec[0].shape, f"{int(safe.cardinality()
 
 # %% tags=["nbval-ignore-output"]
 settings = TrainConfig(epochs=EPOCHS, learning_rate=LEARNING_RATE, patience=PATIENCE, seed=SEED, verbose=2)
-first = train.fit(build_model, train_ds, val_ds, settings.replace(epochs=FIRST_EPOCHS), out_dir=OUT,
+first = train.fit(build_model, train_ds, val_ds, dataclasses.replace(settings, epochs=FIRST_EPOCHS), out_dir=OUT,
                   strategy=choice.strategy)
 print(f"epochs done: {first.epochs_done}, best epoch: {first.best_epoch}")
 
@@ -303,7 +304,7 @@ print("sessions:", [(s["from_epoch"], s["to_epoch"]) for s in json.loads((OUT / 
 again = train.fit(build_model, train_ds, val_ds, settings, out_dir=OUT, strategy=choice.strategy)
 print("already finished:", again.already_finished)
 try:
-    train.fit(build_model, train_ds, val_ds, settings.replace(learning_rate=1e-4), out_dir=OUT,
+    train.fit(build_model, train_ds, val_ds, dataclasses.replace(settings, learning_rate=1e-4), out_dir=OUT,
               strategy=choice.strategy)
 except ValueError as error:
     print("ValueError:", str(error).replace(str(OUT), "OUT"))

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
 
 from histolib.data import regions
+from histolib.data.groups import group_keys
 from histolib.files import IMAGE_SUFFIXES
 
 
@@ -150,8 +153,6 @@ def pcam_bags(root, split: str = "train", *, n_bags: int = 100, bag_size=(8, 32)
 
 def image_size(path) -> tuple[int, int]:
     """``(height, width)`` of an image file, read from its header (by content, not suffix)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             return image.height, image.width
@@ -180,7 +181,6 @@ def cover_boxes(height: int, width: int, tile: int) -> np.ndarray:
 def _groups_arg(groups, files, root: Path) -> np.ndarray:
     if groups is None:
         return np.array([p.relative_to(root).as_posix() for p in files])
-    from histolib.data.groups import group_keys
 
     return np.asarray(group_keys([str(p) for p in files], groups, root=root)).astype(str)
 
@@ -303,8 +303,6 @@ def dataset(bags: Bags, features, *, indices=None, batch_size: int = 16, shuffle
     cross-validation), in that order; ``shuffle`` reshuffles the bags every epoch (seeded);
     ``max_instances`` pads every batch to one length (default: the largest bag kept).
     """
-    import tensorflow as tf
-
     if indices is not None:
         indices = np.asarray(indices, dtype=int)
         tiles = np.concatenate([bags.members(i) for i in indices]) if len(indices) else np.zeros(0, int)

@@ -39,7 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from histolib import files
 from histolib.data import images as _images
@@ -85,7 +88,6 @@ class NearDuplicates:
 
 
 def _grey(path, max_side: int) -> np.ndarray:
-    import cv2
 
     grey = cv2.cvtColor(_images.read_image(path), cv2.COLOR_RGB2GRAY)
     scale = max_side / max(grey.shape)
@@ -101,8 +103,6 @@ def orb_features(grey: np.ndarray, n_features: int) -> list[tuple[np.ndarray, np
         ``(k, 2)`` as ``(x, y)`` pixels of that orientation, descriptors uint8 ``(k, 32)``
         (256 bits); ``k`` may be 0.
     """
-    import cv2
-
     orb = cv2.ORB_create(nfeatures=n_features)
     out = []
     for image in (grey, np.ascontiguousarray(grey[:, ::-1])):
@@ -181,8 +181,6 @@ def _one_to_one(a, b, distance, owners):
 def _plausible(matrix, src, dst, shapes) -> bool:
     """An affine ``matrix`` (2, 3) from ``src`` to ``dst`` points (the inliers) that a view change
     could give, with inliers covering at least 1 % of both images ``shapes`` ((h, w) each)."""
-    import cv2
-
     scales = np.linalg.svd(matrix[:, :2], compute_uv=False)
     if not (scales[1] > 0.2 and scales[0] < 5 and scales[0] / scales[1] < 2.5):
         return False
@@ -200,8 +198,6 @@ def verify_pairs(points, owners, shapes, a, b, *, min_inliers: int) -> dict:
     Returns:
         ``{(i, j): (inliers, mirrored)}`` for verified pairs ``i < j``, the better orientation.
     """
-    import cv2
-
     block = owners[a] // 2 * (owners.max() + 1) + owners[b]
     order = np.argsort(block, kind="stable")
     a, b, block = a[order], b[order], block[order]
@@ -226,8 +222,6 @@ def verify_pairs(points, owners, shapes, a, b, *, min_inliers: int) -> dict:
 
 
 def _components(n: int, pairs) -> list[list[int]]:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     i, j = (np.asarray([p[k] for p in pairs], dtype=np.int64) for k in (0, 1))
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
@@ -266,14 +260,14 @@ def _settings(overrides) -> dict:
     return {**SETTINGS, **overrides}
 
 
-def find_near_duplicates(paths, *, use_cache: bool = True, **settings) -> NearDuplicates:
+def find_near_duplicates(paths, *, use_cache: bool = True, settings: dict | None = None) -> NearDuplicates:
     """Group ``paths`` into near-duplicate groups (see the module docstring).
 
     Args:
         paths: image files (any format :mod:`histolib.data.images` reads). Unreadable files are
             left out with a warning (``skipped``).
         use_cache: read and write the answer in the user cache (:mod:`histolib.files`).
-        **settings: overrides of `SETTINGS`: ``max_side`` (px), ``n_features`` (ORB keypoints per
+        settings: overrides of `SETTINGS`: ``max_side`` (px), ``n_features`` (ORB keypoints per
             image and per mirror image), ``bits`` and ``tables`` (the hashing), ``max_distance``
             (bits of 256), ``min_inliers`` (RANSAC-agreeing matches for a pair), ``seed`` (the
             hashing's bit positions).
@@ -281,14 +275,14 @@ def find_near_duplicates(paths, *, use_cache: bool = True, **settings) -> NearDu
     Returns:
         A `NearDuplicates`.
     """
-    settings = _settings(settings)
+    settings = _settings(settings or {})
     check = _images.check_files(paths, raise_errors=False, use_cache=use_cache)
     if check.bad:
         warnings.warn(f"near-duplicates: {len(check.bad)} unreadable file(s) left out, e.g. "
                       f"{check.bad[:3]}", stacklevel=2)
     bad = {p for p, _ in check.bad}
     readable = [str(p) for p in check.paths if p not in bad]
-    key = files.files_key(readable, "near-duplicates", **settings) if use_cache else None
+    key = files.files_key(readable, "near-duplicates", settings) if use_cache else None
     stored = files.cached("near-duplicates", key) if use_cache else None
     if stored is not None:
         pairs = np.asarray(stored["pairs"], dtype=np.int64).reshape(-1, 4)
@@ -305,10 +299,10 @@ def find_near_duplicates(paths, *, use_cache: bool = True, **settings) -> NearDu
     return NearDuplicates(readable, groups, pairs, check.bad, False)
 
 
-def folder_near_duplicates(root, **kwargs) -> NearDuplicates:
+def folder_near_duplicates(root, *, use_cache: bool = True) -> NearDuplicates:
     """`find_near_duplicates` over every image file of the folder source at ``root`` (all splits,
     all classes: a copy filed under another class is found too)."""
-    return find_near_duplicates(all_files(root), **kwargs)
+    return find_near_duplicates(all_files(root), use_cache=use_cache)
 
 
 def write_groups(found: NearDuplicates, out, root) -> Path:

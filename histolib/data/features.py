@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from histolib import files
 from histolib.data.regions import read_region
@@ -50,8 +51,6 @@ def tile_keys(sources, boxes) -> np.ndarray:
 def read_source(path) -> np.ndarray:
     """An RGB image ``(h, w, 3)`` uint8 from an image file (decoded by content: JPEG, PNG with
     or without alpha, GIF, BMP) or a slide region (``.svs``, ``.tif``, ``.tiff``)."""
-    import tensorflow as tf
-
     path = Path(path)
     if path.suffix.lower() in files.SLIDE_SUFFIXES:
         return read_region(path)
@@ -84,8 +83,6 @@ def encode(sources, boxes, encoder, *, batch_size: int = 256, chunk_bytes: int =
     Returns:
         ``(t, c)`` float32.
     """
-    import tensorflow as tf
-
     size = tuple(encoder.input_shape[1:3])
     chunk = max(1, chunk_bytes // (4 * 3 * size[0] * size[1]))
     out, buffer = [], []

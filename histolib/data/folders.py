@@ -45,6 +45,7 @@ from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 from histolib.data.layout import all_files, layout, list_files
 from histolib.files import IMAGE_SUFFIXES
 
+
 def _common_size(found, paths) -> tuple[int, int]:
     """The one ``(h, w)`` of ``paths`` according to the check ``found``; ``ValueError`` naming
     two files of different sizes otherwise."""

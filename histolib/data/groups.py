@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from histolib.data.duplicates import find_near_duplicates, read_groups
+
 NEAR_DUPLICATES = "near-duplicates"
 
 
@@ -37,7 +39,6 @@ def read_table(path) -> dict[str, str]:
         raise ValueError(f"groups file not found: {path} (expected a CSV with columns file,group or the "
                          "JSON written by 'histolib duplicates')")
     if path.suffix.lower() == ".json":
-        from histolib.data.duplicates import read_groups
 
         return read_groups(path)
     with open(path, newline="") as f:
@@ -59,7 +60,6 @@ def _from_mapping(paths, mapping, root) -> np.ndarray:
 
 
 def _near_duplicates(paths) -> np.ndarray:
-    from histolib.data.duplicates import find_near_duplicates
 
     found = find_near_duplicates(list(paths))
     key_of = dict(zip(found.paths, found.keys()))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+import tifffile
 
 from histolib import files
 from histolib.data._pipeline import AUTOTUNE
@@ -45,8 +46,6 @@ def image_format(head: bytes) -> str | None:
 
 def read_tiff(data, path="<bytes>") -> np.ndarray:
     """Decode TIFF bytes with tifffile into uint8 ``(h, w, 3)``; ``ValueError`` names ``path``."""
-    import tifffile
-
     # tf.numpy_function hands over bytes in graph mode and 0-d object arrays when eager.
     data, path = (x.item() if isinstance(x, np.ndarray) else x for x in (data, path))
     path = path.decode() if isinstance(path, bytes) else str(path)

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from histolib.data import splits as _splits
 from histolib.data._pipeline import Selection
@@ -28,8 +29,6 @@ def read_table(root) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: naming the missing folder, CSV, column or image files.
     """
-    import pandas as pd
-
     root = Path(root)
     csv, folder = root / "train_labels.csv", root / "train"
     if not csv.is_file() or not folder.is_dir():

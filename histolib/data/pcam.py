@@ -30,12 +30,14 @@ import shutil
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
-from histolib.files import atomic_file, download, md5sum
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 from histolib.data.splits import SPLITS
+from histolib.files import atomic_file, download, md5sum
 
 PCAM_FILE = "camelyonpatch_level_2_split_{split}_{key}.h5"
 """Names of the original PCam files, ``key`` = ``x`` (images) or ``y`` (labels)."""
@@ -116,7 +118,6 @@ def unpack(directory, splits=SPLITS) -> list[Path]:
 
 
 def _open(path: Path, key: str):
-    import h5py
 
     try:
         f = h5py.File(path, "r")
@@ -176,8 +177,6 @@ def check_split(directory, split: str) -> tuple[Path, np.ndarray]:
 
 def read_meta(directory, split: str):
     """The ``_meta.csv`` of ``split`` as a DataFrame (column ``wsi``: the source slide per patch)."""
-    import pandas as pd
-
     path = Path(directory) / META_FILE.format(split=split)
     if not path.is_file():
         raise ValueError(f"missing PCam meta file {path}")
@@ -191,7 +190,6 @@ def _stream(x_path: Path, labels: np.ndarray):
     n = len(labels)
 
     def batches(batch_size, shuffle, seed, image_size):
-        import h5py
 
         block = BLOCK if shuffle else batch_size
         epochs = itertools.count()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from skimage.filters import threshold_otsu
 
 from histolib.files import download
 
@@ -44,8 +46,6 @@ def read_region(path, *, level: int = 0, series: int | str = 0) -> np.ndarray:
         ValueError: not a TIFF-family file, no such series or level, or not 8-bit RGB; the message
             names the file.
     """
-    import tifffile
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Slide region not found: {path}")
@@ -88,8 +88,6 @@ def tissue_mask(region, *, method: str = "otsu", threshold: float | None = None)
     Returns:
         ``(h, w)`` bool, True on tissue.
     """
-    from skimage.filters import threshold_otsu
-
     region = np.asarray(region)
     if region.ndim != 3 or region.shape[-1] != 3 or region.dtype != np.uint8:
         raise ValueError(

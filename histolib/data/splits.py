@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from imblearn.over_sampling import RandomOverSampler
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 SPLITS = ("train", "valid", "test")
@@ -117,8 +118,6 @@ def oversample(indices, labels, seed: int = 0) -> np.ndarray:
     Returns:
         int64 indices with repeats; the originals first, in imbalanced-learn's order.
     """
-    from imblearn.over_sampling import RandomOverSampler
-
     indices = np.asarray(indices, dtype=np.int64)
     y = np.asarray(labels)[indices]
     if len(np.unique(y)) < 2:

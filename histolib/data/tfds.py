@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from histolib.files import reachable
 from histolib.data._pipeline import AUTOTUNE, Selection, to_float
 from histolib.data.pcam import CLASS_NAMES, DOWNLOAD_HOST
+from histolib.files import reachable
 
 NAME = "patch_camelyon"
 TFDS_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
@@ -42,7 +42,7 @@ def ensure_available(data_dir: str | None = None) -> bool:
         ConnectionError: within about ``REACH_TIMEOUT`` seconds, when the data is not prepared
             and Zenodo cannot be reached.
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # deferred: an optional dependency, slow to import
 
     if tfds.builder(NAME, data_dir=data_dir).is_prepared():
         return False
@@ -55,30 +55,32 @@ def ensure_available(data_dir: str | None = None) -> bool:
     return True
 
 
-def _tfds_load(split, data_dir, **kwargs):
-    import tensorflow_datasets as tfds
+def _tfds_load(split, data_dir, options: dict):
+    """``tfds.load`` of ``split`` with ``options`` (decoders, shuffling ...), downloading only
+    when the data is not there and Zenodo answers."""
+    import tensorflow_datasets as tfds  # deferred: an optional dependency, slow to import
 
     download = ensure_available(data_dir)
-    return tfds.load(NAME, split=TFDS_SPLITS[split], data_dir=data_dir, download=download, **kwargs)
+    return tfds.load(NAME, split=TFDS_SPLITS[split], data_dir=data_dir, download=download, **options)
 
 
 def selection(arg, split: str, *, fractions=None, seed: int = 0, group_by=None, oversample=None) -> Selection:
     """One split of TFDS ``patch_camelyon`` (fixed splits: ``fractions`` and ``seed`` do not
     shape them)."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # deferred: an optional dependency, slow to import
 
     _, data_dir = _parse(arg)
     if group_by is not None or oversample is not None:
         raise ValueError("tfds:patch_camelyon has fixed, balanced splits; group_by and oversample do not apply")
 
     def labels():
-        records = _tfds_load(split, data_dir, decoders={"image": tfds.decode.SkipDecoding()})
+        records = _tfds_load(split, data_dir, {"decoders": {"image": tfds.decode.SkipDecoding()}})
         parts = [b.numpy() for b in records.map(lambda ex: ex["label"]).batch(65536)]
         return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
 
     def batches(batch_size, shuffle, seed_, image_size):
-        ds = _tfds_load(split, data_dir, as_supervised=True, shuffle_files=shuffle,
-                        read_config=tfds.ReadConfig(shuffle_seed=seed_))
+        ds = _tfds_load(split, data_dir, {"as_supervised": True, "shuffle_files": shuffle,
+                                          "read_config": tfds.ReadConfig(shuffle_seed=seed_)})
         if shuffle:
             ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed_)
         return ds.batch(batch_size).map(

@@ -12,7 +12,7 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
   fine-tunes a pretrained backbone, ``backbone_size`` resizes inside the model.
 - `build_ensemble(members)`: several trained models as one, averaging their probabilities.
 - `build_model(name, *, num_classes=2, input_shape=None, weights="auto", dtype_policy=None,
-  **options)`: the command line's names, one table (`MODELS`, `list_models()`,
+  options=None)`: the command line's names, one table (`MODELS`, `list_models()`,
   `register_model`, `model_options(name)`).
 - `with_augmentation(model, augment, seed=0)`: the model with an augmentation set inside its
   training step (identity at inference), so the host only decodes.

@@ -144,7 +144,7 @@ def check_options(name: str, options: dict) -> None:
 
 
 def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="auto", dtype_policy=None,
-                **options) -> keras.Model:
+                options: dict | None = None) -> keras.Model:
     """Build the model the command line calls ``name``.
 
     Names (all listed by `list_models`):
@@ -176,7 +176,7 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
         dtype_policy: a Keras dtype policy name (``"mixed_bfloat16"``, ...) to build the model
             under; the global policy is put back afterwards, so data pipelines stay float32.
             ``None`` builds under the global policy.
-        **options: further keyword arguments of the name's builder (see `model_options`): for
+        options: further keyword arguments of the name's builder (see `model_options`): for
             the classifier names ``freeze`` (``False`` fine-tunes a pretrained backbone) and
             ``backbone_size`` (see `build_classifier`); none for the seeds' models.
 
@@ -184,6 +184,7 @@ def build_model(name: str, *, num_classes: int = 2, input_shape=None, weights="a
         ValueError: for an unknown name (the message suggests the closest and lists them all),
             or options the name's builder does not take (`check_options`).
     """
+    options = dict(options or {})
     check_options(name, options)
     build = MODELS[name].build
     previous = keras.config.dtype_policy()

@@ -10,7 +10,7 @@ import keras
 
 from histolib.layers import SelfAttention, ThresholdedAttention
 from histolib.models.backbones import get_backbone, seed_cnn_features
-from histolib.models.classifier import check_input_shape, backbone_features
+from histolib.models.classifier import backbone_features, check_input_shape
 
 #: The PCam seed's published parameter count.
 SEED_PCAM_PARAMS = 494_337

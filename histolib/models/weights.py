@@ -20,6 +20,9 @@ import logging
 import os
 from pathlib import Path
 
+import h5py
+import keras
+
 from histolib import files
 from histolib.models.backbones import BackboneSpec
 
@@ -104,9 +107,6 @@ def write_application_weights(model, path) -> Path:
     Returns:
         ``path``.
     """
-    import h5py
-    import keras
-
     path = Path(path)
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in model.layers]

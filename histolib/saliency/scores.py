@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from scipy import stats
+from scipy import ndimage, stats
+from sklearn.metrics import roc_auc_score
 
 from histolib.saliency.explain import Explainer, check_images
 
@@ -63,8 +64,6 @@ def pointing_game(maps, masks, *, tolerance: int = 0) -> np.ndarray:
     Raises:
         ValueError: when a mask is empty (there is nothing to point at).
     """
-    from scipy import ndimage
-
     maps, masks = _check_maps_masks(maps, masks)
     empty = np.flatnonzero(~masks.any(axis=(1, 2)))
     if empty.size:
@@ -181,8 +180,6 @@ def instance_auc(scores, mask, instance_labels, bag_labels) -> dict:
         positive bags whose highest-scoring instance is positive (chance: the share of
         positive instances, ``chance_top1``).
     """
-    from sklearn.metrics import roc_auc_score
-
     scores, mask = np.asarray(scores, np.float64), np.asarray(mask, bool)
     labels, bag_labels = np.asarray(instance_labels), np.asarray(bag_labels).reshape(-1)
     if not scores.shape == mask.shape == labels.shape or scores.ndim != 2 or len(bag_labels) != len(scores):

@@ -64,6 +64,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from histolib.provenance import has_bfloat16
 from histolib.strategy.batches import datasets_for_strategy, global_batch_size, make_tpu_safe
 from histolib.strategy.replicated import fit_replicated
 
@@ -87,7 +88,7 @@ class DataParallel:
     """
 
     def __init__(self, devices=None):
-        import jax
+        import jax  # deferred: JAX is an optional backend
 
         devices = list(jax.devices() if devices is None else devices)
         self.distribution = keras.distribution.DataParallel(devices=devices)
@@ -134,7 +135,7 @@ def devices_of(strategy) -> list[str]:
     except RuntimeError:  # the default strategy: one device
         pass
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # deferred: JAX is an optional backend
 
         return [f"{d.platform}:{d.id}" for d in jax.devices()[:1]]
     gpus = tf.config.list_logical_devices("GPU")
@@ -220,7 +221,7 @@ def _automatic(tpu_reason: str | None = None) -> StrategyChoice:
 
 def _choose_on_jax(name: str, source: str) -> StrategyChoice:
     """The choice under ``KERAS_BACKEND=jax`` (see the module docstring)."""
-    import jax
+    import jax  # deferred: JAX is an optional backend
 
     if name not in JAX_CHOICES:
         raise ValueError(
@@ -305,10 +306,9 @@ def choose_precision(name: str = "auto") -> str:
         raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={name!r}")
     if name != "auto":
         return name
-    from histolib.provenance import has_bfloat16
 
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # deferred: JAX is an optional backend
 
         return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(jax.devices()[0].platform, "float32")
     if tf.config.list_logical_devices("TPU"):

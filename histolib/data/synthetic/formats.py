@@ -12,9 +12,14 @@ import gzip
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tifffile
 
 from histolib.data.pcam import META_FILE, PCAM_FILE
+
 
 def write_pcam_h5(directory, split: str, images: np.ndarray, labels: np.ndarray, *,
                   slides=None, compress: bool = False) -> list[Path]:
@@ -29,9 +34,6 @@ def write_pcam_h5(directory, split: str, images: np.ndarray, labels: np.ndarray,
     Returns:
         The paths written.
     """
-    import h5py
-    import pandas as pd
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     images, labels = np.asarray(images), np.asarray(labels)
@@ -59,9 +61,6 @@ def write_pcam_h5(directory, split: str, images: np.ndarray, labels: np.ndarray,
 
 def write_image(path, image: np.ndarray) -> None:
     """Write one uint8 ``(h, w, 3)`` image; the format follows the suffix (png, jpg/jpeg, tif/tiff)."""
-    import tensorflow as tf
-    import tifffile
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
@@ -101,8 +100,6 @@ def write_folder(root, images: np.ndarray, labels: np.ndarray, class_names, *, s
 def write_kaggle(root, images: np.ndarray, labels: np.ndarray, ids=None) -> Path:
     """Write the Kaggle histopathologic-cancer-detection layout: ``train/<id>.tif`` and
     ``train_labels.csv`` (columns ``id,label``). Returns ``root``."""
-    import pandas as pd
-
     root = Path(root)
     (root / "train").mkdir(parents=True, exist_ok=True)
     ids = list(ids) if ids is not None else [f"{i:040x}" for i in range(len(images))]

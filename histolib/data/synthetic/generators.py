@@ -252,14 +252,10 @@ def _ring_points(rng, cy, cx, r, spacing):
     return cy + rr * np.sin(a), cx + rr * np.cos(a)
 
 
-def _subtype_one(seed: int, index: int, label: int, patient: str) -> np.ndarray:
-    """One synthetic subtype image, uint8 ``(96, 96, 3)``."""
-    rng = np.random.default_rng([int(seed), _SUBTYPE_STREAM, int(index)])
-    style = _patient_style(seed, patient)
-    size, s = SUBTYPE_SIZE, style["scale"]
-    yy, xx = np.meshgrid(_GRID[:size], _GRID[:size], indexing="ij")
-    name = SUBTYPE_CLASSES[label]
-    eosin = 0.18 + 0.2 * _smooth_noise(rng, size, 5)
+def _tissue(name: str, rng, grid, eosin) -> tuple:
+    """The architecture of one class: ``(field, white, eosin)`` on the ``(yy, xx, size, scale)``
+    ``grid``: nuclei density, empty (white) space, and the eosin map it changes."""
+    yy, xx, size, s = grid
     white = np.zeros((size, size))
     if name == "HGSC":  # solid sheets of crowded, large, pleomorphic nuclei; slit-like spaces
         n = int(rng.integers(70, 110) / s**2)
@@ -306,6 +302,18 @@ def _subtype_one(seed: int, index: int, label: int, patient: str) -> np.ndarray:
             field += _blobs(ys, xs, (np.full(len(ys), 1.0 * s), np.full(len(ys), 2.2 * s)),
                             rng.uniform(0.6, 0.9, len(ys)), size)
         eosin = eosin * np.where(mucin, 0.3, 1.0)
+    return field, white, eosin
+
+
+def _subtype_one(seed: int, index: int, label: int, patient: str) -> np.ndarray:
+    """One synthetic subtype image, uint8 ``(96, 96, 3)``."""
+    rng = np.random.default_rng([int(seed), _SUBTYPE_STREAM, int(index)])
+    style = _patient_style(seed, patient)
+    size, s = SUBTYPE_SIZE, style["scale"]
+    yy, xx = np.meshgrid(_GRID[:size], _GRID[:size], indexing="ij")
+    name = SUBTYPE_CLASSES[label]
+    eosin = 0.18 + 0.2 * _smooth_noise(rng, size, 5)
+    field, white, eosin = _tissue(name, rng, (yy, xx, size, s), eosin)
     white = np.clip(white, 0, 1)
     haem = _nuclei_amount(field, style["haem"])
     if name == "MC":
