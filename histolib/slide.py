@@ -9,7 +9,7 @@ the region. Reading a region, its tissue mask and the tile grid are data
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.cm import ScalarMappable
@@ -76,6 +76,7 @@ class SlideHeatmap:
         tissue: ``(rows, cols)`` float32, each tile's tissue fraction.
         tile, stride: tile side and step in pixels.
         shape: ``(h, w)`` of the region.
+        n_tiles, n_scored: all whole tiles in the grid, and those scored (enough tissue).
     """
 
     probability: np.ndarray
@@ -83,16 +84,12 @@ class SlideHeatmap:
     tile: int
     stride: int
     shape: tuple
+    n_tiles: int = field(init=False)
+    n_scored: int = field(init=False)
 
-    @property
-    def n_tiles(self) -> int:
-        """All whole tiles in the grid."""
-        return int(self.probability.size)
-
-    @property
-    def n_scored(self) -> int:
-        """Tiles with enough tissue to be scored."""
-        return int(np.isfinite(self.probability).sum())
+    def __post_init__(self):
+        self.n_tiles = int(self.probability.size)
+        self.n_scored = int(np.isfinite(self.probability).sum())
 
 
 def heatmap(model, region, *, stride: int = 96, tile: int | None = None, min_tissue: float = 0.25,

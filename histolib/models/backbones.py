@@ -100,23 +100,22 @@ def _mobilenet(name: str, alpha: float, *, channels: int, tag: str, attention_di
         weights_md5=md5)
 
 
+def _at_299(name: str, constructor, *, gradcam_layer: str, min_size: int, grid: dict, md5: str) -> BackboneSpec:
+    """An entry for InceptionV3 or Xception: 299-px ImageNet weights in one file, 2048 channels."""
+    file = f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    return BackboneSpec(
+        name=name, constructor=constructor, scale=2.0, offset=-1.0, default_size=299, gradcam_layer=gradcam_layer,
+        channels=2048, min_size=min_size, grid=grid, weights_url=_KERAS_WEIGHTS + f"{name}/",
+        weights_files={299: file}, weights_md5={file: md5})
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec(
-            name="inception_v3", constructor=keras.applications.InceptionV3, scale=2.0, offset=-1.0,
-            default_size=299, gradcam_layer="mixed10", channels=2048, min_size=139,
-            grid={96: 1, 224: 5, 299: 8}, weights_url=_KERAS_WEIGHTS + "inception_v3/",
-            weights_files={299: "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"},
-            weights_md5={"inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5": "bcbd6486424b2319ff4ef7d526e38f63"},
-        ),
-        BackboneSpec(
-            name="xception", constructor=keras.applications.Xception, scale=2.0, offset=-1.0,
-            default_size=299, gradcam_layer="block14_sepconv2_act", channels=2048, min_size=71,
-            grid={96: 3, 224: 7, 299: 10}, weights_url=_KERAS_WEIGHTS + "xception/",
-            weights_files={299: "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"},
-            weights_md5={"xception_weights_tf_dim_ordering_tf_kernels_notop.h5": "b0042744bf5b25fce3cb969f33bebb97"},
-        ),
+        _at_299("inception_v3", keras.applications.InceptionV3, gradcam_layer="mixed10", min_size=139,
+                grid={96: 1, 224: 5, 299: 8}, md5="bcbd6486424b2319ff4ef7d526e38f63"),
+        _at_299("xception", keras.applications.Xception, gradcam_layer="block14_sepconv2_act", min_size=71,
+                grid={96: 3, 224: 7, 299: 10}, md5="b0042744bf5b25fce3cb969f33bebb97"),
         _mobilenet("mobilenet", 1.0, channels=1024, tag="1_0", attention_dim=256, md5={}),
         _mobilenet("mobilenet_025", 0.25, channels=256, tag="2_5", attention_dim=128,
                    md5={"mobilenet_2_5_224_tf_no_top.h5": "f313cee49f5d33dfb06f2b255c4adb64"}),
