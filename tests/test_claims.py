@@ -35,6 +35,10 @@ integer nearly always does, a 1-decimal percentage six times in ten, a 3-decimal
 ten, a 3-digit integer one in three; a 4-decimal number (6 %) and integers above 1,000 (<1 %) are
 caught. Prose formatted from the records in code cells, as chapter 09 partly does, is what makes
 a claim safe; this test catches what it can of the rest.
+
+A chapter whose prose is known not to trace yet is marked xfail (strict) with the exact numbers
+that do not (``KNOWN_UNTRACED``): a number not on its list still fails the test outright, and so
+does a listed one that now traces (remove it from the list).
 """
 
 from __future__ import annotations
@@ -68,6 +72,15 @@ ALLOWED: dict[float, str] = {  # value -> why it needs no trace (test_allow_list
     144: "tokens of the seed's PCam model's 12 x 12 attention grid (an architecture constant)",
     0.0625: "a property of the test: the smallest two-sided Wilcoxon p with five pairs, 2 / 2**5",
 }
+
+# --- known untraced numbers, per chapter (remove an entry when its prose is fixed) ------------
+KNOWN_UNTRACED: dict[str, list[str]] = {
+    "06_ovarian_subtypes": ["433", "259", "888", "550", "99,000", "132,000"],
+    "09_reproduction_report": ["218,544", "4{,}768"],
+    "10_attention_mil": ["259", "888", "550"],
+    "A2_benchmarks": ["7.25"],
+}
+
 
 # --- reading numbers ------------------------------------------------------------------------
 
@@ -337,6 +350,54 @@ def chapter_untraced(path: Path, cells: list[str] | None = None) -> list[Claim]:
             for claim in untraced(cell, available)]
 
 
+class KnownUntraced(AssertionError):
+    """Raised when a chapter's untraced numbers are exactly its KNOWN_UNTRACED entry."""
+
+
+def _cases():
+    paths = sorted(BOOK.glob("*.ipynb")) + sorted((BOOK / "_src").glob("*.py"))
+    for path in paths:
+        known = KNOWN_UNTRACED.get(path.stem)
+        # raises=KnownUntraced: only the known numbers are expected; a new one fails outright.
+        marks = [pytest.mark.xfail(strict=True, raises=KnownUntraced, reason=(
+            f"{path.stem}'s prose states numbers traced nowhere yet: {', '.join(known)}"))
+                 ] if known else []
+        yield pytest.param(path, marks=marks, id=str(path.relative_to(BOOK)))
+
+
+def test_the_book_has_chapters_and_every_source_has_its_notebook():
+    sources = sorted((BOOK / "_src").glob("*.py"))
+    assert len(sources) >= 11 and len(list(BOOK.glob("*.ipynb"))) >= 11
+    for source in sources:
+        assert (BOOK / f"{source.stem}.ipynb").is_file(), source
+    assert set(KNOWN_UNTRACED) <= {p.stem for p in sources}
+
+
+def check_chapter(path: Path, cells: list[str] | None = None) -> None:
+    """Fail (AssertionError) on an untraced number that is not on the chapter's KNOWN_UNTRACED
+    list, or on a listed one that now traces; raise KnownUntraced when exactly the listed ones
+    remain (its xfail mark expects that, and nothing else)."""
+    missing = chapter_untraced(path, cells)
+    known = KNOWN_UNTRACED.get(path.stem, [])
+    new = [c for c in missing if c.number.text not in known]
+    where = f"book/{path.relative_to(BOOK)}"
+    if new:  # raised, not asserted: the message is the report, without pytest's repr of `new`
+        raise AssertionError(f"{where}: numbers found in no output of {path.stem}.ipynb, no "
+                             "book/results/**/*.json record and not allow-listed:\n"
+                             + "\n".join(f"  {c.number.text!r} in: {c.sentence}" for c in new))
+    fixed = sorted(set(known) - {c.number.text for c in missing})
+    if fixed:
+        raise AssertionError(f"{where}: now traced, so remove from KNOWN_UNTRACED: {fixed}")
+    if missing:
+        raise KnownUntraced(f"{where}: known untraced numbers:\n"
+                            + "\n".join(f"  {c.number.text!r} in: {c.sentence}" for c in missing))
+
+
+@pytest.mark.parametrize("path", list(_cases()))
+def test_prose_numbers_are_traceable(path):
+    check_chapter(path)
+
+
 # --- the checker itself -----------------------------------------------------------------------
 
 PLANTED_IN = "09_reproduction_report"
@@ -363,6 +424,11 @@ def test_a_planted_wrong_number_is_flagged_and_only_it(kind):
     flagged = [c for c in after if c not in before]
     assert [(c.number.text, c.sentence) for c in flagged] == [("0.9137", WRONG)]
     assert len(after) == len(before) + 1
+    # The chapter's own test fails outright, although the chapter is marked xfail for its
+    # known untraced numbers: the mark expects KnownUntraced only.
+    with pytest.raises(AssertionError, match=r"'0\.9137' in: The chosen recipe") as failure:
+        check_chapter(path, planted)
+    assert not isinstance(failure.value, KnownUntraced)
 
 
 def test_a_planted_number_from_an_output_passes_as_written_and_as_a_percentage():
