@@ -13,9 +13,28 @@ TensorFlow writes to stderr while it is imported are held to ``TF_CPP_MIN_LOG_LE
 here: its warnings and errors show, its INFO notices, such as oneDNN's, do not).
 """
 
+import os as _os
+import sys as _sys
 from importlib import util as _util
+from pathlib import Path as _Path
 
 __version__ = "0.1.0"
+
+
+def _backend_missing() -> str | None:
+    """A one-line direction when ``KERAS_BACKEND`` names a backend that is not installed."""
+    backend = _os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "jax" and _util.find_spec("jax") is None:
+        return ("KERAS_BACKEND=jax, but JAX is not installed: install it with `pip install 'histolib[jax]'` "
+                "(or unset KERAS_BACKEND to use TensorFlow)")
+    return None
+
+
+if _backend_missing():  # the command says it in one line; an import in Python raises
+    if _Path(_sys.argv[0]).name == "histolib" or _sys.orig_argv[1:3] == ["-m", "histolib"]:
+        print(f"histolib: error: {_backend_missing()}", file=_sys.stderr)
+        raise SystemExit(2)
+    raise ImportError(_backend_missing())
 
 if _util.find_spec("tensorflow") is None:  # pragma: no cover - exercised in a bare venv
     raise ImportError(

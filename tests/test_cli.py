@@ -289,3 +289,21 @@ def test_evaluate_notes_a_threshold_chosen_with_tta(tmp_path, capsys):
     assert cli.main([*argv, "--tta"]) == 0
     captured = capsys.readouterr()
     assert "score it with --tta" not in captured.err and "threshold 0.4, TTA x8" in captured.out
+
+
+PRETEND_NO_JAX = (  # JAX is installed here; hide it the way a bare environment lacks it
+    "import importlib.util, runpy, sys; real = importlib.util.find_spec; "
+    "importlib.util.find_spec = lambda name, *a: None if name == 'jax' else real(name, *a); ")
+
+
+def test_keras_backend_jax_without_jax_is_one_line_naming_the_extra(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    command = subprocess.run(
+        [sys.executable, "-c", PRETEND_NO_JAX + "sys.argv = ['histolib', 'train', '--help']; "
+         "runpy.run_module('histolib', run_name='__main__')"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert command.returncode == 2
+    assert command.stderr.count("\n") == 1 and "pip install 'histolib[jax]'" in command.stderr, command.stderr
+    library = subprocess.run([sys.executable, "-c", PRETEND_NO_JAX + "import histolib"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert library.returncode == 1 and "ImportError: KERAS_BACKEND=jax, but JAX is not installed" in library.stderr
