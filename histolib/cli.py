@@ -18,10 +18,11 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from histolib import cli_options, data, evaluate, experiment, slide, split_record
+from histolib import cards, cli_options, data, evaluate, experiment, slide
 from histolib.cli_options import PROG, UsageError
 from histolib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from histolib.data import duplicates, regions
+from histolib.data.groups import group_by
 from histolib.data.images import describe_failure
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
@@ -82,35 +83,60 @@ def _print_fit(result, out: Path) -> None:
     print(f"model: {out / 'best.keras'}  history: {out / 'history.csv'}  record: {out / 'run.json'}")
 
 
+def _scoring_source(args):
+    """``(source, split settings)`` to score ``args.model`` on: the split its run record or model
+    card records for this data (`histolib.cards.recorded_split`), checked against the card's list
+    of the split's files where it has one."""
+    given = {"split_seed": args.split_seed, "groups": args.groups, "oversample": args.oversample}
+    fixed = data.source(args.data).fixed_splits()
+    split = cards.recorded_split(args.model, args.data, given, fixed_splits=fixed)
+    source = data.source(args.data, seed=split["split_seed"], group_by=group_by(split["groups"]),
+                         oversample=split["oversample"])
+    listed = (split.get("files") or {}).get(args.split)
+    if listed is not None:
+        made = cards.relative_files(source.rows(args.split)[0], source.arg)
+        if sorted(made) != sorted(listed):
+            raise ValueError(f"the {args.split} split made now ({len(made)} files) is not the one {split['from']} "
+                             f"lists ({len(listed)} files; {len(set(made) ^ set(listed))} differ): the model would "
+                             "be scored on other images than its card says")
+    return source, split
+
+
 def _evaluate(args) -> int:
     """Score a saved model on one split of SPEC and print accuracy, precision, recall, F1, ROC
     AUC, balanced accuracy and n (binary: of class 1; more classes: macro averages), the confusion
-    matrix and scikit-learn's per-class report. The decision threshold is read from beside the
-    model (NAME.threshold.json or threshold.json, as train writes it); 0.5 when there is none. It
-    is never tuned on the split being scored. A source without split folders is split as the
+    matrix and scikit-learn's per-class report. The decision threshold is read from the model card
+    NAME.json beside NAME.keras, else threshold.json (as train writes it); 0.5 when there is none.
+    It is never tuned on the split being scored. A source without split folders is split as the
     model's training split it: the split seed, groups and oversampling come from run.json beside
-    the model (options that disagree are an error)."""
+    the model, else from its card (options that disagree are an error); with neither, the model is
+    refused unless --split-seed is given."""
     model = evaluate.load_model(args.model)
     size = args.image_size
     if size is None:
         shape = model.inputs[0].shape
         size = None if shape[1] is None else (int(shape[1]), int(shape[2]))
-    split = split_record.recorded_split(args.model, args.data, split_seed=args.split_seed, groups=args.groups,
-                                        oversample=args.oversample)
-    source = data.source(args.data, seed=split["split_seed"], group_by=split_record.group_by(split["groups"]),
-                         oversample=split["oversample"])
+    source, split = _scoring_source(args)
     dataset = source.load(args.split, batch_size=args.batch_size, image_size=size)
-    threshold = evaluate.read_threshold(args.model)
-    if evaluate.threshold_record(args.model).get("tta") and not args.tta:
+    if cards.threshold_record(args.model).get("tta") and not args.tta:
         print(f"note: {args.model}'s threshold was chosen with 8-view TTA; score it with --tta", file=sys.stderr)
-    metrics = evaluate.evaluate_model(model, dataset, threshold=threshold, tta=args.tta,
+    metrics = evaluate.evaluate_model(model, dataset, threshold=cards.read_threshold(args.model), tta=args.tta,
                                       class_names=dataset.class_names, bootstrap=args.bootstrap, seed=args.seed,
                                       progress=_interactive())
     metrics.update(model=str(args.model), data=args.data, split=args.split,
                    split_settings={k: split[k] for k in ("split_seed", "groups", "oversample", "from")})
-    digest = source.digest()
-    if digest is not None:
-        metrics["file_list"] = digest
+    if source.digest() is not None:
+        metrics["file_list"] = source.digest()
+    _print_scores(args, metrics, split)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print_scores(args, metrics: dict, split: dict) -> None:
+    """The evaluate command's summary line, confusion matrix and per-class report."""
     summary = "  ".join(f"{k} {metrics[k]:.4f}" for k in
                         ("accuracy", "precision", "recall", "f1", "auc", "balanced_accuracy"))
     print(f"{args.split} (n={metrics['n']}, {metrics['average']}, threshold "
@@ -118,11 +144,6 @@ def _evaluate(args) -> int:
           f"{', TTA x8' if args.tta else ''}; split seed {split['split_seed']}"
           f"{', groups ' + Path(str(split['groups'])).name if split['groups'] else ''}): {summary}")
     _print_tables(metrics)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
 
 
 def _duplicates(args) -> int:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from histolib import data, models, split_record
+from histolib import data, models
 from histolib import strategy as strategies
+from histolib.data import groups as group_settings
 from histolib.data.splits import OVERSAMPLE, SPLIT_VERSION
 from histolib.layers.augmentation import NAMES as AUGMENTATIONS
 
@@ -99,13 +100,13 @@ class DataConfig(_Part):
         _positive_or_none("image_size", self.image_size)
         _check(isinstance(self.split_seed, int), "split_seed", self.split_seed, "an integer")
         _check(self.oversample in OVERSAMPLE, "oversample", self.oversample, f"one of {OVERSAMPLE}")
-        object.__setattr__(self, "groups", split_record.group_setting(self.groups))
+        object.__setattr__(self, "groups", group_settings.setting(self.groups))
         _check(self.split_version == SPLIT_VERSION, "split_version", self.split_version,
                f"{SPLIT_VERSION}, the split algorithm of this histolib (a run split by another cannot go on)")
 
     def source(self):
         """The `histolib.data.DataSource` this config reads, split as it says."""
-        return data.source(self.spec, seed=self.split_seed, group_by=split_record.group_by(self.groups),
+        return data.source(self.spec, seed=self.split_seed, group_by=group_settings.group_by(self.groups),
                            oversample=self.oversample)
 
 

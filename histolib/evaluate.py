@@ -12,8 +12,6 @@ averages over classes.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -178,38 +176,6 @@ def choose_threshold(y_true, scores) -> dict:
         "youden_j": float(tpr[best] - fpr[best]),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, scores > threshold)),
     }
-
-
-def threshold_paths(model_path) -> list:
-    """Where the threshold of ``model_path`` may be stored, in the order they are tried.
-
-    ``NAME.threshold.json`` beside ``NAME.keras`` (a published model), then ``threshold.json``
-    in the model's folder (what `histolib.train.fit` writes beside ``best.keras``).
-    """
-    model_path = Path(model_path)
-    return [model_path.with_name(model_path.stem + ".threshold.json"), model_path.parent / "threshold.json"]
-
-
-def threshold_record(model_path) -> dict:
-    """The threshold file stored beside ``model_path`` (see `threshold_paths`) as a dict, ``{}``
-    when there is none. Besides ``threshold`` it may say ``"tta": true``: the threshold was chosen
-    on 8-view test-time-augmented predictions, and the model is meant to be scored that way."""
-    for path in threshold_paths(model_path):
-        if path.is_file():
-            return {**json.loads(path.read_text()), "path": str(path)}
-    return {}
-
-
-def read_threshold(model_path) -> float:
-    """The decision threshold stored beside ``model_path`` (see `threshold_paths`), else 0.5."""
-    record = threshold_record(model_path)
-    value = record.get("threshold")
-    if value is None:
-        return 0.5
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"a threshold must lie in [0, 1]. Received: threshold={value} in {record['path']}")
-    return value
 
 
 def predicted_labels(probs, threshold: float = 0.5) -> np.ndarray:

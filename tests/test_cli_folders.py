@@ -85,7 +85,11 @@ def test_evaluate_scores_the_model_on_its_own_test_split(folder, tmp_path, capsy
     err = capsys.readouterr().err
     assert one_line(err) and "--split-seed 0 disagrees with" in err and "split_seed 3" in err
     assert cli.main([*evaluate, "--groups", "near-duplicates"]) == 2
-    os.replace(out / "best.keras", tmp_path / "alone.keras")  # no record beside it: options, else 0
+    os.replace(out / "best.keras", tmp_path / "alone.keras")  # no record beside it: refused without a split seed
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(tmp_path / "alone.keras"), "--data", f"folder:{folder}"]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "no run.json or model card" in err and "--split-seed" in err
     assert cli.main(["evaluate", "--model", str(tmp_path / "alone.keras"), "--data", f"folder:{folder}",
                      "--split-seed", "3", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["split_settings"]["from"] == "options"

@@ -1,6 +1,5 @@
 """histolib.evaluate on small cases whose answers can be worked out by hand."""
 
-import json
 import math
 
 import keras
@@ -73,23 +72,6 @@ def test_choose_threshold_maximises_youden_j():
     assert t["youden_j"] == pytest.approx(2 / 3)
     assert t["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
     assert evaluate.choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])["threshold"] == 0.5
-
-
-def test_read_threshold_prefers_the_named_file(tmp_path):
-    model = tmp_path / "pcam-seed.keras"
-    assert evaluate.read_threshold(model) == 0.5
-    (tmp_path / "threshold.json").write_text(json.dumps({"threshold": 0.3}))
-    assert evaluate.read_threshold(model) == 0.3
-    (tmp_path / "pcam-seed.threshold.json").write_text(json.dumps({"threshold": 0.42}))
-    assert evaluate.read_threshold(model) == 0.42
-    assert evaluate.threshold_record(model).get("tta") is None
-    (tmp_path / "pcam-seed.threshold.json").write_text(json.dumps({"threshold": 0.42, "tta": True}))
-    assert evaluate.read_threshold(model) == 0.42 and evaluate.threshold_record(model)["tta"] is True
-    assert evaluate.threshold_record(tmp_path / "other.keras")["threshold"] == 0.3  # the folder's file
-    assert evaluate.threshold_record(tmp_path / "sub" / "x.keras") == {}
-    (tmp_path / "pcam-seed.threshold.json").write_text(json.dumps({"threshold": 4.2}))
-    with pytest.raises(ValueError, match="threshold"):
-        evaluate.read_threshold(model)
 
 
 def test_dihedral_views_are_the_eight_symmetries():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from histolib import data, evaluate, saliency, slide
+from histolib import cards, data, evaluate, saliency, slide
 from histolib.models import build_model, with_augmentation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_command_line_route_on_jax(tmp_path):
     assert metrics["n"] == 16 and metrics["tta"] and "TTA x8" in text
     ds = data.load(spec, "test", batch_size=128, image_size=32)
     y, probs = evaluate.predict(model, ds, tta=True)
-    threshold = evaluate.read_threshold(out / "best.keras")
+    threshold = cards.read_threshold(out / "best.keras")
     here = evaluate.classification_metrics(y, probs, threshold=threshold)
     assert metrics["auc"] == pytest.approx(here["auc"], abs=1e-6) and metrics["accuracy"] == here["accuracy"]
 

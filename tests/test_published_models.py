@@ -28,13 +28,13 @@ import histolib  # registers its layers: nothing else is needed to load a saved 
 
 models = {path: keras.saving.load_model(path, compile=False) for path in sys.argv[1:]}
 
-from histolib import evaluate
+from histolib import cards
 from histolib.data import synthetic
 
 images, _, _ = synthetic.pcam_patches(32, seed=0, split="test")
 x = images.astype(np.float32) / 255.0
 out = {path: {"probability": np.asarray(model.predict(x, batch_size=32, verbose=0))[:, 0].tolist(),
-              "threshold": evaluate.read_threshold(path)} for path, model in models.items()}
+              "threshold": cards.read_threshold(path)} for path, model in models.items()}
 print(json.dumps(out))
 """
 
@@ -85,7 +85,7 @@ def test_every_published_pcam_model_loads_safely_and_scores_a_test_folder(path, 
 
     model = keras.saving.load_model(path, safe_mode=True, compile=False)
     assert tuple(model.input_shape[1:]) == (96, 96, 3) and model.output_shape[-1] in (1, 2)
-    tta = json.loads(path.with_suffix(".threshold.json").read_text()).get("tta", False)
+    tta = json.loads(path.with_suffix(".json").read_text())["tta"]  # the model card
     out = tmp_path / "test.json"
     argv = ["evaluate", "--model", str(path), "--data", f"folder:{pcam_test_folder}", "--split", "test",
             "--json", str(out)] + (["--tta"] if tta else [])

@@ -61,7 +61,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from histolib import data, evaluate, models, plots, strategy, train
+from histolib import cards, data, evaluate, models, plots, strategy, train
 from histolib.config import TrainConfig
 from histolib.runs import read_history
 from histolib.models import SEED_PCAM_PARAMS, build_seed_pcam_model
@@ -347,11 +347,11 @@ print(f"learning rate {rates.iloc[0]:.0e} at the first epoch, {rates.iloc[-1]:.1
 # recall of 70.9 % shows a model whose best cut lay lower. `fit` chooses the threshold on the
 # **validation** data, with the best weights, by Youden's J (the ROC point that maximises
 # TPR - FPR, the same as maximising balanced accuracy), and stores it beside the model. It is
-# never chosen on test data; `evaluate.read_threshold` reads it back (0.5 when there is none).
+# never chosen on test data; `cards.read_threshold` reads it back (0.5 when there is none).
 
 # %% tags=["nbval-ignore-output"]
 print(json.dumps(result.threshold, indent=1))
-threshold = evaluate.read_threshold(OUT / "best.keras")
+threshold = cards.read_threshold(OUT / "best.keras")
 print("read back:", threshold)
 
 # %% [markdown]

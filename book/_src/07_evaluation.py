@@ -59,7 +59,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from histolib import data, evaluate, plots, train
+from histolib import cards, data, evaluate, plots, train
 from histolib.config import TrainConfig
 from histolib.models import build_seed_pcam_model
 
@@ -129,7 +129,7 @@ print(f"{run.model.name}: {run.model.count_params():,} parameters, best epoch {r
 # `read_threshold` finds it beside the model.
 
 # %% tags=["nbval-ignore-output"]
-threshold = evaluate.read_threshold(run.out_dir / "best.keras")
+threshold = cards.read_threshold(run.out_dir / "best.keras")
 y_test, p_test = evaluate.predict(run.model, test_ds)
 print("threshold (from valid):", round(threshold, 4), " test probabilities:", p_test.shape)
 

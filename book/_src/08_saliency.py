@@ -54,7 +54,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from histolib import data, evaluate, plots, saliency, slide, train
+from histolib import cards, data, evaluate, plots, saliency, slide, train
 from histolib.config import TrainConfig
 from histolib.data import regions, synthetic
 from histolib.models import build_classifier, build_seed_pcam_model
@@ -91,7 +91,7 @@ print(f"profile {PROFILE!r}: {N_EXPLAIN} patches explained, slide stride {STRIDE
 # %% tags=["nbval-ignore-output"]
 if MODEL_PATH.is_file():
     model = evaluate.load_model(MODEL_PATH)
-    threshold = evaluate.read_threshold(MODEL_PATH)
+    threshold = cards.read_threshold(MODEL_PATH)
     source = "the seed's model trained on 20,000 real PCam patches (book/results)"
 else:
     fitted = train.fit(functools.partial(build_seed_pcam_model, centre_inputs=True),

@@ -32,6 +32,23 @@ from histolib.data.duplicates import find_near_duplicates, read_groups
 NEAR_DUPLICATES = "near-duplicates"
 
 
+def setting(groups) -> str | None:
+    """A groups setting as a run records it: ``None``, ``"near-duplicates"``, or a groups table's
+    absolute path (the file must exist)."""
+    if groups is None or groups == NEAR_DUPLICATES:
+        return groups
+    path = Path(groups).expanduser()
+    if not path.is_file():
+        raise ValueError(f"groups must be 'near-duplicates' or a groups file (CSV file,group, or the JSON of "
+                         f"'histolib duplicates'). Received: groups={str(groups)!r}, which is no file")
+    return str(path.resolve())
+
+
+def group_by(recorded: str | None):
+    """The ``group_by`` argument of `histolib.data.load` for a recorded `setting`."""
+    return recorded if recorded in (None, NEAR_DUPLICATES) else Path(recorded)
+
+
 def read_table(path) -> dict[str, str]:
     """``{relative path: group}`` from a CSV (header ``file,group``) or a groups JSON."""
     path = Path(path)

@@ -37,6 +37,8 @@ class Source:
         folder: whether ``arg`` is a folder (then required, and fingerprinted in run records).
         checker: ``"module:function"`` of a ``function(arg)`` that decodes every file once and
             raises on unreadable ones, or ``None``.
+        splits: ``"fixed"`` (train / valid / test come with the data), ``"seeded"`` (cut by a
+            seed: `histolib.data.splits`) or ``"layout"`` (fixed when the folder has split folders).
     """
 
     reader: str
@@ -44,6 +46,7 @@ class Source:
     summary: str
     folder: bool = False
     checker: str | None = None
+    splits: str = "fixed"
 
     def selection(self):
         """The reader's ``selection`` function (imported now)."""
@@ -61,17 +64,17 @@ SOURCES: dict[str, Source] = {
                              "built-in PCam-like patches with lesion masks (fixed train / valid / test splits)"),
     "synthetic-subtype": Source("histolib.data.synthetic.selection:subtype_selection", "synthetic-subtype",
                                 "built-in five-class ovarian-subtype textures, with patient keys "
-                                "(no splits: seeded split)"),
+                                "(no splits: seeded split)", splits="seeded"),
     "pcam-h5": Source("histolib.data.pcam:selection", "pcam-h5:DIR",
                       "PCam's original .h5 files (unpacked from .h5.gz), streamed from disk", folder=True),
     "tfds": Source("histolib.data.tfds:selection", "tfds:patch_camelyon",
                    "PCam through TensorFlow Datasets (downloads from Zenodo when there is a network)"),
     "folder": Source("histolib.data.folders:selection", "folder:DIR",
                      "an image folder DIR/[split/]class/<images> (PNG, JPEG, GIF, BMP, TIFF by content)",
-                     folder=True, checker="histolib.data.folders:check_folder"),
+                     folder=True, checker="histolib.data.folders:check_folder", splits="layout"),
     "kaggle": Source("histolib.data.kaggle:selection", "kaggle:DIR",
                      "Kaggle's histopathologic-cancer-detection layout: train/<id>.tif + train_labels.csv",
-                     folder=True),
+                     folder=True, splits="seeded"),
 }
 
 SPECS = tuple(entry.form for entry in SOURCES.values())
@@ -151,6 +154,12 @@ class DataSource:
         raises ``ValueError`` naming the first ten unreadable files."""
         if self.entry.checker is not None:
             _function(self.entry.checker)(self.arg)
+
+    def fixed_splits(self) -> bool:
+        """Whether the data comes with its train / valid / test splits (no seed cuts them)."""
+        if self.entry.splits == "layout":
+            return bool(layout.layout(self.arg)["splits"])
+        return self.entry.splits == "fixed"
 
     def digest(self) -> dict | None:
         """`file_list_digest` of the folder read; ``None`` for built-in and TFDS sources or a
