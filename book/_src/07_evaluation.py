@@ -309,9 +309,8 @@ pd.DataFrame(
 ).set_index(["source", "model"]).astype(object).fillna("")
 
 # %% [markdown]
-# The ovarian seed's F1 values are macro averages over its five classes. This project's issue for
-# the real run quotes an ROC AUC of 0.92 for the PCam seed; the figures copied from its README do
-# not include one, so the table leaves it out.
+# The ovarian seed's F1 values are macro averages over its five classes. The PCam seed published
+# no ROC AUC (its README gives accuracy, F1, precision and recall), so the table has none for it.
 #
 # Ours: the TRAIN run of the seed model on 20,000 real PCam patches from this project's JPEG
 # folder, recorded in `book/results/pcam_seed_run.json` with its command, versions and machine.
