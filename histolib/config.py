@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from histolib import data, models
 from histolib import strategy as strategies
 from histolib.data import groups as group_settings
-from histolib.data.splits import OVERSAMPLE, SPLIT_VERSION
+from histolib.data.splits import OVERSAMPLE, SPLIT_VERSION, Folds
 from histolib.layers.augmentation import NAMES as AUGMENTATIONS
 
 __all__ = ["SCHEDULES", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig"]
@@ -86,6 +86,8 @@ class DataConfig(_Part):
         oversample: ``None``, ``"after"`` (RandomOverSampler on the training rows) or ``"before"``
             (the ovarian seed's leaky order, for showing the leak).
         split_version: the split algorithm (`histolib.data.splits.SPLIT_VERSION`).
+        folds, fold: cross-validation fold ``fold`` of ``folds`` instead of the 80/10/10 split
+            (`histolib.data.splits.Folds`: test is the fold, valid one eighth of the rest).
     """
 
     spec: str
@@ -94,6 +96,8 @@ class DataConfig(_Part):
     groups: str | None = None
     oversample: str | None = None
     split_version: int = SPLIT_VERSION
+    folds: int | None = None
+    fold: int | None = None
 
     def __post_init__(self):
         data.source(self.spec)  # an unknown kind or a missing folder argument fails here
@@ -103,11 +107,14 @@ class DataConfig(_Part):
         object.__setattr__(self, "groups", group_settings.setting(self.groups))
         _check(self.split_version == SPLIT_VERSION, "split_version", self.split_version,
                f"{SPLIT_VERSION}, the split algorithm of this histolib (a run split by another cannot go on)")
+        if self.folds is not None or self.fold is not None:
+            Folds(self.folds, self.fold)  # both or neither, in range
 
     def source(self):
         """The `histolib.data.DataSource` this config reads, split as it says."""
-        return data.source(self.spec, seed=self.split_seed, group_by=group_settings.group_by(self.groups),
-                           oversample=self.oversample)
+        fractions = (0.8, 0.1, 0.1) if self.folds is None else Folds(self.folds, self.fold)
+        return data.source(self.spec, seed=self.split_seed, fractions=fractions,
+                           group_by=group_settings.group_by(self.groups), oversample=self.oversample)
 
 
 @dataclass(frozen=True)

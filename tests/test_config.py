@@ -62,6 +62,8 @@ def test_the_resume_view_holds_what_must_match_and_nothing_else(tmp_path):
     (lambda: DataConfig(spec="synthetic-pcam", oversample="twice"), "oversample='twice'"),
     (lambda: DataConfig(spec="synthetic-pcam", groups="no-such-groups.csv"), "no-such-groups.csv"),
     (lambda: DataConfig(spec="synthetic-pcam", split_version=1), "split_version=1"),
+    (lambda: DataConfig(spec="synthetic-subtype", folds=5), "fold=None"),
+    (lambda: DataConfig(spec="synthetic-subtype", folds=5, fold=5), "fold=5"),
     (lambda: ModelConfig(name="seed-pcm"), "did you mean 'seed-pcam'"),
     (lambda: ModelConfig(name="seed-pcam", options={"freeze": False}), "takes no option ['freeze']"),
     (lambda: ModelConfig(name="seed-pcam", precision="float8"), "precision='float8'"),
@@ -77,3 +79,15 @@ def test_unknown_fields_in_a_record_are_refused():
         RunConfig.from_json({"train": {"epoch": 3}})
     with pytest.raises(ValueError, match=r"RunConfig has no part \['settings'\]"):
         RunConfig.from_json({"settings": {}})
+
+
+def test_a_cross_validation_fold_is_a_data_setting():
+    fold = DataConfig(spec="synthetic-subtype:200", folds=5, fold=3, split_seed=1)
+    assert RunConfig.from_json(json.loads(json.dumps(RunConfig(data=fold).to_json()))).data == fold
+    assert RunConfig(data=fold).resume_view()["data.fold"] == 3
+    source = fold.source()
+    tested = source.rows("test")[0]
+    others = [DataConfig(spec="synthetic-subtype:200", folds=5, fold=k, split_seed=1).source().rows("test")[0]
+              for k in range(5)]
+    assert sorted(int(i) for part in others for i in part) == sorted(range(200))
+    assert set(tested.tolist()).isdisjoint(source.rows("train")[0].tolist())

@@ -125,3 +125,22 @@ def test_grouped_split_needs_whole_folds_and_enough_groups(seed_set):
         splits.stratified_split(labels, (0.5, 0.17, 0.33), seed=0, groups=patients)
     with pytest.raises(ValueError, match="10 folds need at least 10 groups"):
         splits.stratified_split(np.arange(40) % 2, (0.8, 0.1, 0.1), groups=np.arange(40) % 4)
+
+
+def test_cross_validation_folds_keep_groups_apart_and_cover_every_image_once(seed_set):
+    labels, patients = seed_set
+    tested = []
+    for fold in range(5):
+        parts = splits.stratified_split(labels, splits.Folds(5, fold), seed=11, groups=patients)
+        owners = [set(patients[parts[s]]) for s in splits.SPLITS]
+        assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+        assert sum(len(v) for v in parts.values()) == len(labels)
+        assert abs(len(parts["valid"]) / (len(labels) - len(parts["test"])) - 1 / 8) < 0.03
+        tested.append(parts["test"])
+    assert sorted(np.concatenate(tested).tolist()) == list(range(len(labels)))  # each image tested once
+    np.testing.assert_array_equal(splits.select(labels, "test", fractions=splits.Folds(5, 2), seed=11, groups=patients),
+                                  tested[2])
+    with pytest.raises(ValueError, match="fold=5"):
+        splits.Folds(5, 5)
+    with pytest.raises(ValueError, match="folds"):
+        splits.select(labels, "train", fractions=splits.Folds(5, 0), oversample_order="before")

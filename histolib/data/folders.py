@@ -153,8 +153,8 @@ def selection(root, split: str, *, fractions=(0.8, 0.1, 0.1), seed: int = 0, gro
         if split not in lay["splits"]:
             raise ValueError(f"{root} has split folders {lay['splits']} and no {split!r} folder. "
                              f"Received: split={split!r}")
-        if group_by is not None or oversample == "before":
-            raise ValueError(f"{root} has fixed split folders; group_by and oversample='before' only "
+        if group_by is not None or oversample == "before" or isinstance(fractions, _splits.Folds):
+            raise ValueError(f"{root} has fixed split folders; group_by, folds and oversample='before' only "
                              "apply to folders without split folders")
         paths, labels = list_files(root / split, lay["class_names"])
         if len(paths) == 0:

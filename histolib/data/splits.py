@@ -13,6 +13,7 @@ All functions take index arrays and labels, never images, so they work for any s
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 from imblearn.over_sampling import RandomOverSampler
@@ -33,8 +34,38 @@ OVERSAMPLE = (None, "after", "before")
 set before splitting (the ovarian seed's order, which leaks copies into valid and test)."""
 
 
-def check_fractions(fractions) -> tuple[float, float, float]:
-    """Validate ``(train, valid, test)`` fractions: three numbers >= 0 that sum to 1."""
+@dataclass(frozen=True)
+class Folds:
+    """Cross-validation fold ``fold`` of ``n``, taken where fractions would be: the test split is
+    that fold of `group_folds` (``n`` folds), the valid split (for early stopping) one of ``inner``
+    grouped folds of the rest, and the train split the rest of the rest. A group stays on one
+    side; without groups each image is its own group."""
+
+    n: int
+    fold: int
+    inner: int = 8
+
+    def __post_init__(self):
+        if not (isinstance(self.n, int) and self.n >= 2 and isinstance(self.fold, int) and 0 <= self.fold < self.n
+                and isinstance(self.inner, int) and self.inner >= 2):
+            raise ValueError(f"folds need n >= 2, 0 <= fold < n and inner >= 2. Received: n={self.n!r}, "
+                             f"fold={self.fold!r}, inner={self.inner!r}")
+
+    def split(self, labels, groups, seed: int) -> dict:
+        """``{"train", "valid", "test"}`` sorted index arrays (see the class docstring)."""
+        labels = np.asarray(labels)
+        groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+        outer = group_folds(labels, groups, self.n, seed)
+        rest = np.flatnonzero(outer != self.fold)
+        inner = group_folds(labels[rest], groups[rest], self.inner, seed)
+        return {"train": rest[inner != 0], "valid": rest[inner == 0], "test": np.flatnonzero(outer == self.fold)}
+
+
+def check_fractions(fractions) -> tuple[float, float, float] | Folds:
+    """Validate ``(train, valid, test)`` fractions: three numbers >= 0 that sum to 1 (a `Folds`
+    passes as it is)."""
+    if isinstance(fractions, Folds):
+        return fractions
     f = tuple(float(x) for x in fractions)
     if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1) > 1e-6 or f[0] == 0:
         raise ValueError("fractions must be three numbers (train, valid, test) >= 0 with train > 0 "
@@ -88,7 +119,8 @@ def stratified_split(labels, fractions=(0.8, 0.1, 0.1), seed: int = 0, groups=No
 
     Args:
         labels: int ``(n,)``.
-        fractions: ``(train, valid, test)``, summing to 1 (default 80/10/10 like the seed).
+        fractions: ``(train, valid, test)``, summing to 1 (default 80/10/10 like the seed), or a
+            `Folds`: one cross-validation fold.
         seed: split seed.
         groups: optional keys ``(n,)`` (patient, slide, near-duplicate family).
 
@@ -97,6 +129,8 @@ def stratified_split(labels, fractions=(0.8, 0.1, 0.1), seed: int = 0, groups=No
     """
     labels = np.asarray(labels)
     f = check_fractions(fractions)
+    if isinstance(f, Folds):
+        return f.split(labels, groups, seed)
     if groups is not None:
         k, (_, n_valid, n_test) = _fold_counts(f)
         folds = group_folds(labels, groups, k, seed)
@@ -148,9 +182,9 @@ def select(labels, split: str, *, fractions=(0.8, 0.1, 0.1), seed: int = 0, grou
         raise ValueError(f"oversample must be one of {OVERSAMPLE}. Received: oversample={oversample_order!r}")
     labels = np.asarray(labels)
     if oversample_order == "before":
-        if groups is not None:
+        if groups is not None or isinstance(fractions, Folds):
             raise ValueError("oversample='before' (the seed's leaky order) splits oversampled rows and "
-                             "cannot keep groups apart; use oversample='after' with group_by.")
+                             "cannot keep groups or folds apart; use oversample='after'.")
         rows = oversample(np.arange(len(labels)), labels, seed)
         parts = stratified_split(labels[rows], fractions, seed)
         return rows[parts[split]]
