@@ -185,7 +185,7 @@ def test_command_line_route_on_jax(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["environment"]["backend"] == "jax" and record["precision"] == "float32"  # auto on a CPU under JAX
     assert record["facts"]["replicas"] == 2 and record["facts"]["devices"] == ["cpu:0", "cpu:1"]
-    assert record["strategy"]["kind"] == "data-parallel" and record["augment_in"] == "model"
+    assert record["strategy"]["kind"] == "data-parallel" and record["config"]["train"]["augment_in"] == "model"
     assert record["config"]["train"]["steps_per_execution"] == 2
     model = evaluate.load_model(out / "best.keras")  # here, under TensorFlow
     assert model.layers[1].name == "augment" and model.get_layer("augment").augment == "pcam"

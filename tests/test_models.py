@@ -245,10 +245,10 @@ def test_registered_models_are_built_listed_and_accepted_by_the_command(monkeypa
     monkeypatch.setattr(registry, "MODELS", dict(MODELS))  # the registration ends with the test
     registry.register_model("tiny-test", tiny, summary="a test model")
     assert "tiny-test" in registry.list_models()
-    model = registry.build_model("tiny-test", num_classes=3, width=5)
+    model = registry.build_model("tiny-test", num_classes=3, options={"width": 5})
     assert model.output_shape == (None, 3) and model.layers[1].filters == 5
-    with pytest.raises(TypeError, match="depth"):
-        registry.build_model("tiny-test", depth=2)
+    with pytest.raises(ValueError, match="depth"):
+        registry.build_model("tiny-test", options={"depth": 2})
     with pytest.raises(ValueError, match="taken"):
         registry.register_model("tiny-test", tiny)
     # The command's --model reads the same table: every listed name parses, others do not; the MIL

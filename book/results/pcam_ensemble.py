@@ -8,7 +8,8 @@ Usage (from the project root, after the runs have finished)::
 
 Loads each run's ``best.keras``, averages them with `histolib.models.build_ensemble`, chooses the
 decision threshold on the ``valid`` split of ``--data`` with 8-view test-time augmentation
-(``"tta": true``), saves ``book/results/models/NAME.keras`` and ``NAME.threshold.json``, scores
+(``"tta": true``), saves ``book/results/models/NAME.keras`` (its threshold goes into the record
+and then into the card that ``book/results/model_cards.py`` writes), scores
 the saved model on ``valid`` plain and with TTA (with 1,000 bootstrap resamples), and writes the
 record: the members' runs (seed, command, commit), the scores, the threshold. The ensemble was
 not trained as a whole: nothing of it was selected beyond what selected its members and the
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     ensemble = build_ensemble([evaluate.load_model(run / "best.keras") for run in args.runs],
                               name=args.name.replace("-", "_"))
     threshold = tta_threshold(ensemble, args.data)
-    path = publish(ensemble, args.name, args.models, threshold)
+    path = publish(ensemble, args.name, args.models)
     model = evaluate.load_model(path)
     valid = data.load(args.data, "valid", batch_size=128)
     scores = {key: evaluate.evaluate_model(model, valid, threshold=threshold["threshold"], tta=tta, bootstrap=1000)
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
         "data": {"spec": args.data, "split": "valid", "file_list": data.folder_digest(args.data)},
         "selection_note": SELECTION_NOTE,
         "published_model": os.path.relpath(path, args.out.parent),
+        "published_threshold": threshold,
     }
     args.out.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(f"{args.name}: valid accuracy {scores['valid']['accuracy']:.4f} AUC {scores['valid']['auc']:.4f}; "

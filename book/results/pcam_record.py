@@ -10,14 +10,15 @@ Usage (from the project root, after `histolib train ... --out runs/NAME` and the
 Writes ``--out`` (the run record: metrics on valid, command, wall time, epochs, seed,
 package versions, git commit, data file count and digest, machine), copies ``history.csv``
 beside it, and with ``--publish`` saves the best model without optimizer state as
-``book/results/models/NAME.keras`` with its threshold as ``NAME.threshold.json``. With
-``--variants`` it also adds or replaces the run's entry in that list of variants tried.
+``book/results/models/NAME.keras``, its threshold in the record (``published_threshold``), from
+which ``book/results/model_cards.py`` writes the model card once the model is scored. With
+``--variants`` it also adds or replaces the run's entry in that list of variants tried. Run
+records of either layout are read (`run_facts`).
 
 A model meant to be read with 8-view test-time augmentation is published with
 ``--tta-data SPEC``: its threshold is then chosen again, by Youden's J on SPEC's ``valid`` split
-predicted with the 8 views, and the threshold file says ``"tta": true`` (score it with
-``histolib evaluate --tta``; evaluate ``--valid-tta`` after publishing, with the published model,
-so that the recorded TTA scores use this threshold).
+predicted with the 8 views, and marked ``"tta": true`` (score it with ``histolib evaluate
+--tta``).
 """
 
 from __future__ import annotations
@@ -65,12 +66,26 @@ def tta_threshold(model, spec: str) -> dict:
     return {**chosen, "split": "valid, 8-view test-time augmentation", "n": int(len(y_true)), "tta": True}
 
 
-def publish(model, name: str, models: Path, threshold: dict) -> Path:
-    """Save ``model`` without optimizer state as ``models/NAME.keras`` with ``NAME.threshold.json``."""
+def publish(model, name: str, models: Path) -> Path:
+    """Save ``model`` without optimizer state as ``models/NAME.keras``. Its threshold goes into the
+    record (``published_threshold``) and from there into the model card that
+    ``book/results/model_cards.py`` writes once the model is scored: a model is committed only
+    with its complete card."""
     models.mkdir(parents=True, exist_ok=True)
     model.save(models / f"{name}.keras", include_optimizer=False)
-    (models / f"{name}.threshold.json").write_text(json.dumps(threshold, indent=2) + "\n")
     return models / f"{name}.keras"
+
+
+def run_facts(run: dict) -> dict:
+    """What a record needs of a ``run.json``, from either layout: the run configuration
+    (``config``, ``facts``) or the older flat one (``settings``, ``model``, ``augment`` ...)."""
+    if "config" in run:
+        config = run["config"]
+        return {"settings": {**config["train"], **run["facts"]}, "model": config["model"]["name"],
+                "augment": config["train"]["augment"], "batch_size": config["train"]["batch_size"],
+                "data": {**run["data"], **config["data"]}, "config": config}
+    return {"settings": run["settings"], "model": run.get("model"), "augment": run.get("augment"),
+            "batch_size": run.get("batch_size"), "data": run["data"], "config": None}
 
 
 def main(argv=None) -> int:
@@ -93,7 +108,7 @@ def main(argv=None) -> int:
     if run.get("status") != "finished":
         parser.error(f"{args.run} holds an unfinished run (status {run.get('status')!r})")
     valid_json = json.loads(args.valid.read_text())
-    environment = run["environment"]
+    environment, facts = run["environment"], run_facts(run)
     record = {
         "name": args.name,
         "description": args.description or None,
@@ -101,19 +116,20 @@ def main(argv=None) -> int:
         "command": run["command"],
         "sessions": run["sessions"],
         "wall_s": run["wall_s"],
-        "epochs_requested": run["settings"]["epochs"],
+        "epochs_requested": facts["settings"]["epochs"],
         "epochs_done": run["epochs_done"],
         "best_epoch": run["best_epoch"],
         "stopped_early": run["stopped_early"],
-        "monitor": run["settings"]["monitor"],
+        "monitor": facts["settings"]["monitor"],
         "seed": run["seed"],
-        "settings": run["settings"],
-        "model": run.get("model"),
-        "augment": run.get("augment"),
-        "batch_size": run.get("batch_size"),
+        "settings": facts["settings"],
+        "config": facts["config"],
+        "model": facts["model"],
+        "augment": facts["augment"],
+        "batch_size": facts["batch_size"],
         "precision": run.get("precision"),
         "threshold": run["threshold"],
-        "data": {**run["data"], "evaluated": {"spec": valid_json["data"], "split": valid_json["split"],
+        "data": {**facts["data"], "evaluated": {"spec": valid_json["data"], "split": valid_json["split"],
                                               "file_list": valid_json.get("file_list")}},
         "valid": _metrics(args.valid),
         "valid_tta": _metrics(args.valid_tta) if args.valid_tta else None,
@@ -133,7 +149,7 @@ def main(argv=None) -> int:
 
         model = load_model(args.run / "best.keras")
         threshold = tta_threshold(model, args.tta_data) if args.tta_data else run["threshold"]
-        path = publish(model, args.name, args.models, threshold)
+        path = publish(model, args.name, args.models)
         record["published_model"] = os.path.relpath(path, args.out.parent)
         record["published_threshold"] = threshold
     args.out.write_text(json.dumps(record, indent=2) + "\n")
