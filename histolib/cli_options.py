@@ -128,7 +128,8 @@ def _add_train(commands) -> None:
     t.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="images per batch (default 64)")
     t.add_argument("--augment", metavar="SET", default=None, choices=AUGMENTATIONS,
                    help="augmentation of the training images: pcam-seed (the seed's flips, "
-                   "brightness, contrast), pcam (adds 90-degree rotations and HED stain jitter) or subtype")
+                   "brightness, contrast), pcam (adds 90-degree rotations and HED stain jitter), pcam-strong "
+                   "(stronger stain jitter) or subtype")
     t.add_argument("--augment-in", choices=["data", "model"], default="data",
                    help="where --augment runs: data (the tf.data pipeline, on the host; default) or model "
                    "(a layer inside the model's training step, on the accelerator, so the host only decodes; "

@@ -92,3 +92,39 @@ def test_every_published_pcam_model_loads_safely_and_scores_a_test_folder(path, 
     assert cli.main(argv) == 0
     scores = json.loads(out.read_text())
     assert scores["n"] == 24 and 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["auc"] <= 1.0
+
+
+MODELS = sorted((ROOT / "book" / "results" / "models").glob("*.keras"))
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_every_published_model_has_a_complete_card(path):
+    """Issue 20: a model is committed only with its complete card (what it is, what it was trained
+    and scored on), which replaces the old NAME.threshold.json."""
+    from histolib import cards
+
+    card = cards.read_card(path)
+    assert card is not None, f"{path.name} has no model card {cards.card_path(path).name}"
+    assert cards.missing_fields(card) == [] and card["model"] == path.name
+    assert card["scores"]["test"]["n"] > 0 and card["scores"]["valid"]["n"] > 0
+    assert not path.with_name(path.stem + ".threshold.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PCAM_MODELS, ids=lambda p: p.stem)
+def test_histolib_evaluate_reproduces_each_pcam_cards_test_score(path, shared_data, tmp_path):
+    """Issue 20: `histolib evaluate` on ../shared/data/pcam-jpeg/test (with --tta where the card
+    says so; oneDNN off, as CI runs) gives the card's test accuracy within 0.003."""
+    from histolib import cards, cli
+
+    card = cards.read_card(path)
+    folder = shared_data / "pcam-jpeg"
+    if not (folder / "test").is_dir():
+        pytest.skip(f"no PCam test patches at {folder / 'test'}")
+    out = tmp_path / "test.json"
+    argv = ["evaluate", "--model", str(path), "--data", f"folder:{folder}", "--split", "test", "--json", str(out)]
+    assert cli.main(argv + (["--tta"] if card["tta"] else [])) == 0
+    scores = json.loads(out.read_text())
+    assert scores["n"] == card["scores"]["test"]["n"] == 1500
+    assert scores["accuracy"] == pytest.approx(card["scores"]["test"]["accuracy"], abs=0.003)
+    assert scores["auc"] == pytest.approx(card["scores"]["test"]["auc"], abs=0.003)

@@ -25,6 +25,8 @@ Sets:
   probability 1/2; Keras has no 90-degree rotation layer, hence :class:`RandomFlips`),
   stain jitter in haematoxylin-eosin-DAB space (:class:`RandomHEDJitter`, after Tellez et al.
   2018), then the seed's brightness and contrast.
+- ``"pcam-strong"``: the same with Tellez et al.'s "HED-strong" stain jitter (scale and shift
+  0.2 instead of 0.05), against the stain differences between hospitals and scanners.
 - ``"subtype"``: what the ovarian seed's README promises and its code lacks: rotation (up to
   +-36 degrees), flips and zoom (+-10 %), reflecting at the borders.
 
@@ -42,7 +44,7 @@ from histolib.names import unknown_name
 
 __all__ = ["NAMES", "TrainingAugmentation", "augmentation"]
 
-NAMES = ("pcam-seed", "pcam", "subtype")
+NAMES = ("pcam-seed", "pcam", "pcam-strong", "subtype")
 """The augmentation sets :func:`augmentation` knows."""
 
 
@@ -67,9 +69,10 @@ def augmentation(name: str, seed: int | None = 0, *, dtype=None) -> keras.layers
               keras.layers.RandomContrast(0.2, value_range=(0, 1), seed=_seed(seed, 2), **kw)]
     if name == "pcam-seed":
         layers = [RandomFlips(seed=_seed(seed, 0), **kw)] + colour
-    elif name == "pcam":
+    elif name in ("pcam", "pcam-strong"):
+        hed = 0.05 if name == "pcam" else 0.2  # Tellez et al.'s HED-light and HED-strong
         layers = [RandomFlips(transpose=True, seed=_seed(seed, 0), **kw),
-                  RandomHEDJitter(0.05, 0.05, seed=_seed(seed, 3), **kw)] + colour
+                  RandomHEDJitter(hed, hed, seed=_seed(seed, 3), **kw)] + colour
     elif name == "subtype":
         layers = [RandomFlips(seed=_seed(seed, 0), **kw),
                   keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=_seed(seed, 4), **kw),
