@@ -92,8 +92,13 @@ def test_cover_boxes_reach_every_edge_without_leaving_the_image():
     assert boxes[:, 0].min() == 0 and (boxes[:, 0] + 96).max() == 250
     assert boxes[:, 1].min() == 0 and (boxes[:, 1] + 96).max() == 200
     assert np.array_equal(B.cover_boxes(192, 96, 96)[:, :2], [[0, 0], [96, 0]])  # exact multiples: no overlap
-    with pytest.raises(ValueError, match="smaller than one tile"):
-        B.cover_boxes(90, 200, 96)
+    # At a stride of half a tile: 5 rows x 6 columns over a 250 x 300 image, the last on the edges.
+    strided = B.cover_boxes(250, 300, 96, 48)
+    assert strided.shape == (30, 4) and strided[:, 0].max() + 96 == 250 and strided[:, 1].max() + 96 == 300
+    assert sorted(set(strided[:, 0].tolist())) == [0, 38, 77, 116, 154]
+    # An image smaller than a tile: boxes of its short side, upscaled to the tile by the encoder.
+    small = B.cover_boxes(90, 200, 96)
+    assert small[:, 2:].tolist() == [[90, 90]] * 3 and small[:, 1].tolist() == [0, 55, 110]
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from histolib.data import regions
 from histolib.data.groups import group_keys
 from histolib.files import IMAGE_SUFFIXES
+from histolib.layers.tiles import tile_grid
 
 
 @dataclass(frozen=True)
@@ -160,22 +161,19 @@ def image_size(path) -> tuple[int, int]:
         raise ValueError(f"Cannot read the image {path}: {error}") from error
 
 
-def cover_boxes(height: int, width: int, tile: int) -> np.ndarray:
-    """Tiles of ``tile x tile`` pixels covering a ``height x width`` image edge to edge.
-
-    ``ceil(height / tile)`` rows and ``ceil(width / tile)`` columns, spread evenly from the
-    first pixel to the last, so neighbours overlap by less than a tile where the size is not a
-    multiple of ``tile`` and nothing at the borders is left out.
+def cover_boxes(height: int, width: int, tile: int, stride: int | None = None) -> np.ndarray:
+    """Boxes covering a ``height x width`` image edge to edge with ``tile x tile`` tiles at
+    ``stride`` (default ``tile``: ``ceil(height / tile)`` rows, spread evenly from the first pixel
+    to the last, neighbours overlapping by less than a tile), at native resolution: the grid of
+    `histolib.layers.TileImage` (`histolib.layers.tiles.tile_grid`). In an image smaller than a
+    tile a box is the image's short side square, which the encoder upscales to ``tile``.
 
     Returns:
-        ``(rows * cols, 4)`` int ``(row, col, tile, tile)``, row-major.
+        ``(rows * cols, 4)`` int ``(row, col, side, side)``, row-major.
     """
-    if height < tile or width < tile:
-        raise ValueError(f"An image of {height} x {width} pixels is smaller than one tile. Received: tile={tile}")
-    rows = np.linspace(0, height - tile, -(-height // tile)).round().astype(int)
-    cols = np.linspace(0, width - tile, -(-width // tile)).round().astype(int)
+    side, rows, cols = (np.asarray(v) for v in tile_grid(int(height), int(width), int(tile), int(stride or tile)))
     r, c = np.meshgrid(rows, cols, indexing="ij")
-    return np.stack([r.ravel(), c.ravel(), np.full(r.size, tile), np.full(r.size, tile)], axis=1)
+    return np.stack([r.ravel(), c.ravel(), np.full(r.size, side), np.full(r.size, side)], axis=1).astype(int)
 
 
 def _groups_arg(groups, files, root: Path) -> np.ndarray:
@@ -185,8 +183,8 @@ def _groups_arg(groups, files, root: Path) -> np.ndarray:
     return np.asarray(group_keys([str(p) for p in files], groups, root=root)).astype(str)
 
 
-def ovarian_bags(root, *, tile: int | None = 96, groups=None, per_class: int | None = None,
-                 seed: int = 0) -> Bags:
+def ovarian_bags(root, *, tile: int | None = 96, stride: int | None = None, groups=None,
+                 per_class: int | None = None, seed: int = 0) -> Bags:
     """Each image of ``root/<class>/`` as a bag of tiles at the image's own resolution.
 
     Every image is covered by ``tile x tile`` tiles (`cover_boxes`), its class folder is the bag
@@ -197,6 +195,7 @@ def ovarian_bags(root, *, tile: int | None = 96, groups=None, per_class: int | N
         root: a folder of class folders, e.g. ``../shared/data/ovarian``.
         tile: the tile side in pixels; ``None`` makes the whole image one tile (a bag of one,
             which an encoder resizes to its input: the whole-image baseline).
+        stride: the step between tiles (default ``tile``; see `cover_boxes`).
         groups: ``None`` (each file its own group) or what `histolib.data.groups.group_keys`
             takes: ``"near-duplicates"`` (an image and its rotated, zoomed, re-coloured copies in
             one group, `histolib.data.duplicates`), a groups table, a dict from a file's path
@@ -224,7 +223,7 @@ def ovarian_bags(root, *, tile: int | None = 96, groups=None, per_class: int | N
     sources, boxes, bag = [], [], []
     for i, path in enumerate(files):
         height, width = image_size(path)
-        cut = np.array([[0, 0, height, width]]) if tile is None else cover_boxes(height, width, tile)
+        cut = np.array([[0, 0, height, width]]) if tile is None else cover_boxes(height, width, tile, stride)
         sources += [str(path)] * len(cut)
         boxes.append(cut)
         bag += [i] * len(cut)

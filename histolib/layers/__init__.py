@@ -23,6 +23,8 @@ Over bags of instances (multiple-instance learning, `histolib.layers.mil`):
   mask; ``return_attention_scores=True`` gives ``(pooled, scores)``, one weight per instance.
 - `MaskedGlobalMaxPooling1D`: the max over a bag's real instances (Keras's
   ``GlobalMaxPooling1D`` ignores masks).
+- `TileImage`: an image of any size cut into tiles at native resolution, with their mask;
+  `DihedralMean`: a tile encoder averaged over the 8 flips and rotations (`histolib.layers.tiles`).
 
 Others:
 
@@ -41,17 +43,20 @@ from histolib.layers.mil import AttentionMILPooling, MaskedGlobalMaxPooling1D
 from histolib.layers.preprocessing import RandomFlips, RandomHEDJitter
 from histolib.layers.self_attention import SelfAttention
 from histolib.layers.thresholded import ThresholdedAttention
+from histolib.layers.tiles import DihedralMean, TileImage
 from histolib.layers.tokens import to_tokens
 
 __all__ = [
     "AttentionMILPooling",
     "DifferentialAttention",
+    "DihedralMean",
     "MaskedGlobalMaxPooling1D",
     "FoldedBatchNorm",
     "RandomFlips",
     "RandomHEDJitter",
     "SelfAttention",
     "ThresholdedAttention",
+    "TileImage",
     "TrainingAugmentation",
     "lambda_init_for_depth",
     "to_tokens",
