@@ -58,7 +58,8 @@ def test_bad_arguments_raise():
         build_mil_classifier()
     with pytest.raises(ValueError, match="exactly one of feature_dim"):
         build_mil_classifier(8, encoder=build_tile_encoder("seed_cnn", weights=None))
-    with pytest.raises(ValueError, match="Valid: mean, max, attention, gated. Received: pooling='sum'"):
+    with pytest.raises(ValueError, match="Valid: mean, max, meanmax, attention, gated, thresholded, differential. "
+                                         "Received: pooling='sum'"):
         build_mil_classifier(8, pooling="sum")
     with pytest.raises(ValueError, match="Received: num_classes=1"):
         build_mil_classifier(8, num_classes=1)

@@ -56,6 +56,7 @@ class DifferentialAttention(keras.layers.Layer):
     Call arguments:
         inputs: tokens ``(batch, n, c)`` or a map ``(batch, h, w, c)`` (flattened to
             ``h * w`` tokens in row-major order, see `histolib.layers.to_tokens`).
+        mask: optional ``(batch, n)`` bool, True on real tokens: padded keys get no weight.
         return_attention_scores: if ``True``, also return the differential maps.
 
     Returns:
@@ -74,6 +75,7 @@ class DifferentialAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.supports_masking = True  # tokens in, the same tokens out: a padding mask passes through
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
             raise ValueError(
                 f"num_heads must be a positive integer. Received: num_heads={num_heads!r}"
@@ -134,7 +136,7 @@ class DifferentialAttention(keras.layers.Layer):
             + self.lambda_init
         )
 
-    def call(self, inputs, return_attention_scores=False):
+    def call(self, inputs, mask=None, return_attention_scores=False):
         x = to_tokens(inputs)  # (batch, n, c)
         n = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
         h, d = self.num_heads, self._d
@@ -144,7 +146,7 @@ class DifferentialAttention(keras.layers.Layer):
         # (batch, n, 2h*d) -> (batch, n, h, 2d) -> (batch, h, n, 2d)
         v = ops.transpose(ops.reshape(self.v_proj(x), (-1, n, h, 2 * d)), (0, 2, 1, 3))
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(d)  # (b, 2h, n, n)
-        weights = softmax_float32(scores)
+        weights = softmax_float32(scores, mask)  # padded keys (mask False) get no weight
         weights = ops.reshape(weights, (-1, h, 2, n, n))  # pair i = heads 2i, 2i+1
         attention = weights[:, :, 0] - self.lam() * weights[:, :, 1]  # (batch, h, n, n)
         heads = ops.matmul(attention, ops.cast(v, "float32"))  # (batch, h, n, 2d), float32

@@ -43,6 +43,8 @@ class ThresholdedAttention(QKVAttention):
 
     Call arguments:
         inputs: tokens ``(batch, n, c)`` or a map ``(batch, h, w, c)``.
+        mask: optional ``(batch, n)`` bool, True on real tokens: padded keys get no weight and
+            ``n`` counts the real tokens (bags of different sizes, padded).
         return_attention_scores: if ``True``, also return the thresholded map.
 
     Returns:
@@ -51,11 +53,18 @@ class ThresholdedAttention(QKVAttention):
         float32.
     """
 
-    def call(self, inputs, return_attention_scores=False):
+    def __init__(self, key_dim: int, **kwargs):
+        super().__init__(key_dim, **kwargs)
+        self.supports_masking = True  # tokens in, the same tokens out: a padding mask passes through
+
+    def call(self, inputs, mask=None, return_attention_scores=False):
         x, q, k, v = self.project(inputs)  # x (batch, n, c); q, k, v (batch, n, key_dim)
         n = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
-        attention = softmax_float32(ops.matmul(q, ops.transpose(k, (0, 2, 1))))  # (batch, n, n)
-        uniform = 1.0 / ops.cast(n, "float32")
+        attention = softmax_float32(ops.matmul(q, ops.transpose(k, (0, 2, 1))), mask)  # (batch, n, n)
+        if mask is None:
+            uniform = 1.0 / ops.cast(n, "float32")
+        else:  # (batch, 1, 1): each bag's own count of real tokens
+            uniform = 1.0 / ops.reshape(ops.sum(ops.cast(mask, "float32"), axis=-1), (-1, 1, 1))
         attention = ops.where(attention > uniform, attention, ops.zeros_like(attention))
         out = ops.matmul(ops.cast(attention, v.dtype), v)  # (batch, n, k)
         if return_attention_scores:

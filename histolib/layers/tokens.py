@@ -53,14 +53,19 @@ def token_shape(input_shape) -> tuple:
     return (shape[0], None if h is None or w is None else h * w, c)
 
 
-def softmax_float32(scores):
+def softmax_float32(scores, key_mask=None):
     """Softmax over the last axis computed in float32, whatever the compute dtype.
 
     Under ``mixed_bfloat16`` the scores arrive in bfloat16, whose 8-bit mantissa makes
     ``exp`` and the normalising sum lose the small weights; the result stays float32 and
-    the caller casts it back where it meets the values.
+    the caller casts it back where it meets the values. ``key_mask`` ``(batch, n)``, True on
+    real tokens, gives padded keys no weight (scores ``(batch, ..., n)``).
     """
-    return ops.softmax(ops.cast(scores, "float32"), axis=-1)
+    scores = ops.cast(scores, "float32")
+    if key_mask is not None:
+        shape = (ops.shape(key_mask)[0],) + (1,) * (len(scores.shape) - 2) + (ops.shape(key_mask)[-1],)
+        scores = ops.where(ops.reshape(ops.cast(key_mask, "bool"), shape), scores, -1e9)
+    return ops.softmax(scores, axis=-1)
 
 
 def dense(units, *, name, use_bias, layer):

@@ -12,13 +12,22 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from histolib.layers import AttentionMILPooling, MaskedGlobalMaxPooling1D
+from histolib.layers import (
+    AttentionMILPooling,
+    DifferentialAttention,
+    MaskedGlobalMaxPooling1D,
+    ThresholdedAttention,
+)
 from histolib.models.backbones import get_backbone
 from histolib.models.classifier import backbone_features, check_input_shape
 
-#: The poolings `build_mil_classifier` offers: masked mean, masked max, Ilse et al.'s attention
-#: (``"attention"``: plain, ``"gated"``: gated).
-POOLINGS = ("mean", "max", "attention", "gated")
+#: The poolings `build_mil_classifier` offers: masked mean, masked max, both side by side
+#: (``"meanmax"``), Ilse et al.'s attention (``"attention"``: plain, ``"gated"``: gated), and the
+#: masked mean after token attention across the instances: the ovarian seed's mean-thresholded
+#: softmax (``"thresholded"``) or Ye et al.'s differential attention (``"differential"``).
+POOLINGS = ("mean", "max", "meanmax", "attention", "gated", "thresholded", "differential")
+#: Poolings that attend across the instances (token attention, masked) before a masked mean.
+TOKEN_ATTENTION = ("thresholded", "differential")
 
 
 def build_tile_encoder(backbone: str = "mobilenet_025", *, tile_size: int = 96, weights="imagenet") -> keras.Model:
@@ -44,10 +53,18 @@ def build_tile_encoder(backbone: str = "mobilenet_025", *, tile_size: int = 96, 
 
 
 def _pool(pooling: str, x, mask, units: int):
+    """The pooling layer(s) over instances ``x`` ``(batch, n, c)``; the last is named ``"pool"``."""
     if pooling == "mean":
         return keras.layers.GlobalAveragePooling1D(name="pool")(x, mask=mask)
     if pooling == "max":
         return MaskedGlobalMaxPooling1D(name="pool")(x, mask=mask)
+    if pooling == "meanmax":
+        mean = keras.layers.GlobalAveragePooling1D(name="pool_mean")(x, mask=mask)
+        return keras.layers.Concatenate(name="pool")([mean, MaskedGlobalMaxPooling1D(name="pool_max")(x, mask=mask)])
+    if pooling in TOKEN_ATTENTION:
+        attend = (ThresholdedAttention(int(x.shape[-1]), name="attention") if pooling == "thresholded"
+                  else DifferentialAttention(num_heads=2, name="attention"))
+        return keras.layers.GlobalAveragePooling1D(name="pool")(attend(x, mask=mask), mask=mask)
     return AttentionMILPooling(units, gated=pooling == "gated", name="pool")(x, mask=mask)
 
 
@@ -60,6 +77,8 @@ def build_mil_classifier(
     units: int = 128,
     embedding: int | None = 64,
     dropout: float = 0.25,
+    standardize: bool = False,
+    l2: float = 0.0,
 ) -> keras.Model:
     """A bag classifier: instances, an embedding, a pooling over the bag, a softmax head.
 
@@ -71,24 +90,31 @@ def build_mil_classifier(
     - with ``encoder``: ``{"tiles": (batch, n, h, w, 3), "mask": (batch, n)}``, images in
       [0, 1], each tile passed through ``encoder`` (``TimeDistributed``) first.
 
-    ``mask`` is boolean, True on real instances and False on padding. Then
-    ``Dense(embedding, relu)`` on each instance (skipped when ``embedding`` is ``None``),
-    ``Dropout(dropout)``, the pooling layer named ``"pool"``, and
-    ``Dense(num_classes, softmax)`` in float32: the output is ``(batch, num_classes)``, two
-    columns for two classes, as `histolib.models` expects, so `histolib.train.fit` and
-    `histolib.evaluate` take the model as they take any other.
+    ``mask`` is boolean, True on real instances and False on padding. Then, with ``standardize``,
+    a ``Normalization`` layer named ``"standardize"`` on each instance (to be adapted on the
+    training instances before training: `histolib.tiles.fit_on_tiles` does); ``Dense(embedding,
+    relu)`` on each instance (skipped when ``embedding`` is ``None``), ``Dropout(dropout)``, the
+    pooling (its layer named ``"pool"``), and ``Dense(num_classes, softmax)`` in float32 with an
+    L2 penalty ``l2`` on its kernel: the output is ``(batch, num_classes)``, two columns for two
+    classes, as `histolib.models` expects, so `histolib.train.fit` and `histolib.evaluate` take
+    the model as they take any other. With ``standardize``, no embedding, no dropout and
+    ``"meanmax"``, the head is a multinomial logistic regression on the standardised pooled features.
 
     Args:
         feature_dim: channels of precomputed features (give this or ``encoder``).
         encoder: a model from tiles ``(batch, h, w, 3)`` to ``(batch, c)``, e.g.
             `build_tile_encoder`; trained along unless frozen.
         pooling: one of `POOLINGS`: ``"mean"`` (Keras's masked ``GlobalAveragePooling1D``),
-            ``"max"`` (`histolib.layers.MaskedGlobalMaxPooling1D`), ``"attention"`` or
-            ``"gated"`` (`histolib.layers.AttentionMILPooling`).
+            ``"max"`` (`histolib.layers.MaskedGlobalMaxPooling1D`), ``"meanmax"`` (both,
+            concatenated), ``"attention"`` or ``"gated"`` (`histolib.layers.AttentionMILPooling`),
+            ``"thresholded"`` or ``"differential"`` (token attention across the instances, padded
+            ones masked, then the masked mean).
         num_classes: classes of the bag label, at least 2.
         units: width of the attention's ``V`` and ``U`` (attention poolings only).
         embedding: width of the instance embedding, or ``None`` for none.
         dropout: dropout rate on the instance embeddings.
+        standardize: standardise each instance's features first (a ``Normalization`` layer).
+        l2: L2 penalty on the output layer's kernel.
 
     Returns:
         A ``keras.Model`` named ``mil_<pooling>``.
@@ -110,11 +136,14 @@ def build_mil_classifier(
         instances = keras.Input((None, *encoder.input_shape[1:]), name="tiles")
         inputs = {"tiles": instances, "mask": mask}
         x = keras.layers.TimeDistributed(encoder, name="encoder")(instances)  # (batch, n, c)
+    if standardize:
+        x = keras.layers.Normalization(axis=-1, name="standardize")(x)
     if embedding:
         x = keras.layers.Dense(embedding, activation="relu", name="embed")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     x = _pool(pooling, x, mask, units)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs",
+                                 kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)(x)
     return keras.Model(inputs, outputs, name=f"mil_{pooling}")
 
 
