@@ -13,6 +13,7 @@ TensorFlow writes to stderr while it is imported are held to ``TF_CPP_MIN_LOG_LE
 here: its warnings and errors show, its INFO notices, such as oneDNN's, do not).
 """
 
+import logging as _logging
 import os as _os
 import sys as _sys
 from importlib import util as _util
@@ -43,9 +44,11 @@ if _util.find_spec("tensorflow") is None:  # pragma: no cover - exercised in a b
         "`pip install 'histolib[gpu]'` (tensorflow[and-cuda]); on Colab TensorFlow is already there."
     )
 
-from histolib._tf_notices import tensorflow_notices_filtered  # noqa: E402
+from histolib._tf_notices import RetracingFilter, tensorflow_notices_filtered  # noqa: E402
 
 with tensorflow_notices_filtered():  # TensorFlow's import-time INFO notices, held to TF_CPP_MIN_LOG_LEVEL
     from histolib import layers  # noqa: E402  registers histolib's Keras layers, so load_model finds them
+
+_logging.getLogger("tensorflow").addFilter(RetracingFilter())
 
 __all__ = ["__version__", "layers"]

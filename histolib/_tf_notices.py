@@ -10,11 +10,14 @@ front of every one-line error of the ``histolib`` command they made four to six 
 imported and writes back the records at or above ``TF_CPP_MIN_LOG_LEVEL`` (0 INFO, 1 WARNING,
 2 ERROR, 3 FATAL; default 1 here: warnings and errors pass, INFO notices do not). Python's own
 ``sys.stderr`` (warnings, tracebacks) goes around the catch, straight to where it went before.
+`RetracingFilter`, installed on TensorFlow's logger by ``import histolib``, drops the retracing
+warning that every loop over new models sets off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -70,6 +73,7 @@ def tensorflow_notices_filtered():
             yield
         finally:
             if sys.stderr is not python_stderr:
+                _repoint_handlers(sys.stderr, python_stderr)
                 sys.stderr.close()
                 sys.stderr = python_stderr
             os.dup2(original, 2)
@@ -79,6 +83,25 @@ def tensorflow_notices_filtered():
             if text:
                 with open(2, "wb", closefd=False) as stderr:
                     stderr.write(text)
+
+
+def _repoint_handlers(stand_in, stream) -> None:
+    """Logging handlers made during the import (TensorFlow's own) hold the stand-in ``sys.stderr``,
+    which is about to close: point them at ``stream``, the real one, so TensorFlow's later Python
+    warnings reach stderr instead of failing with "I/O operation on closed file"."""
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in logging.root.manager.loggerDict]
+    for handler in (h for logger in loggers for h in getattr(logger, "handlers", [])):
+        if isinstance(handler, logging.StreamHandler) and handler.stream is stand_in:
+            handler.setStream(stream)
+
+
+class RetracingFilter(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls ... triggered tf.function retracing": every new
+    Keras model traces its own train and predict functions, so a loop over folds, seeds or
+    poolings (cross-validation, chapter 10) sets it off though nothing is retraced needlessly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in str(record.msg)
 
 
 def _writes_to_fd2(stream) -> bool:

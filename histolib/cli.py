@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from histolib import cards, cli_options, data, evaluate, experiment, slide
+from histolib import cards, cli_options, crossval, data, evaluate, experiment, slide
 from histolib.cli_options import PROG, UsageError
 from histolib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from histolib.data import duplicates, regions
@@ -43,6 +43,7 @@ def run_config(args) -> RunConfig:
     options = {"freeze": False} if args.fine_tune else {}  # the builder options of --fine-tune, --backbone-size
     if args.backbone_size:
         options["backbone_size"] = args.backbone_size
+    options.update(dict(args.model_option))
     return RunConfig(
         data=DataConfig(spec=args.data, image_size=args.image_size, groups=args.groups, oversample=args.oversample,
                         split_seed=args.seed if args.split_seed is None else args.split_seed),
@@ -69,6 +70,25 @@ def _train(args) -> int:
     keras.utils.set_random_seed(config.train.seed)  # once, for the initial weights and dropout
     result = experiment.train_from_spec(config, out_dir=args.out)
     _print_fit(result, args.out)
+    return 0
+
+
+def _cv(args) -> int:
+    """Cross-validate NAME on SPEC, a source without split folders: for each of R repeats the
+    images are cut into K folds by scikit-learn's StratifiedGroupKFold (groups from --groups, one
+    shuffle seed per repeat); each fold is the test part once, while the model trains on the rest
+    with a valid part held out by groups for early stopping. Writes OUT/cv.json (the command, each
+    fold's scores and test files, their mean and sd, the pooled confusion matrix, a bootstrap
+    interval over groups), OUT/oof.csv (every image's out-of-fold probabilities) and each fold's run
+    under OUT/runs; run again after an interruption, it goes on from the last finished fold."""
+    config = run_config(args)
+    record = crossval.cross_validate(config, folds=args.folds, repeats=args.repeats, out_dir=args.out)
+    mean, sd = record["summary"]["mean"], record["summary"]["sd"]
+    low, high = record["summary"]["bootstrap_macro_f1_95"]
+    print(f"{args.folds} folds x {args.repeats} repeats: macro F1 {mean['macro_f1']:.3f} +- {sd['macro_f1']:.3f} "
+          f"(95 % over groups {low:.3f}-{high:.3f}), accuracy {mean['accuracy']:.3f} +- {sd['accuracy']:.3f}, "
+          f"balanced accuracy {mean['balanced_accuracy']:.3f}, AUC {mean['auc']:.3f}")
+    print(f"wrote {args.out / 'cv.json'} and {args.out / 'oof.csv'}")
     return 0
 
 
@@ -201,7 +221,7 @@ def _one_line(error, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "duplicates": _duplicates, "heatmap": _heatmap,
+COMMANDS = {"train": _train, "cv": _cv, "evaluate": _evaluate, "duplicates": _duplicates, "heatmap": _heatmap,
             "data": _data}
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ line raises ``UsageError``, which the command reports in one line with exit stat
 from __future__ import annotations
 
 import argparse
+import json
 import textwrap
 from pathlib import Path
 
@@ -115,11 +116,39 @@ def _command(commands, name: str, help: str, example: str | None = None, *, save
     return parser
 
 
+def _model_option(text):
+    """``KEY=VALUE`` -> ``(key, value)``, the value read as JSON where it parses (numbers,
+    true/false, null), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _add_train(commands) -> None:
     t = _command(
         commands, "train", "train a model on a data spec's train split, selecting on its valid split",
         example="histolib train --data folder:../shared/data/pcam-jpeg --model seed-pcam "
         "--epochs 8 --augment pcam-seed --out runs/pcam-seed")
+    _add_run_options(t)
+
+
+def _add_cv(commands) -> None:
+    c = _command(
+        commands, "cv", "cross-validate a model over grouped, stratified folds of a source without split folders",
+        example="histolib cv --data folder:../shared/data/ovarian --groups near-duplicates --folds 5 --repeats 3 "
+        "--model tiles-both+meanmax --epochs 300 --out runs/ovarian-cv")
+    c.add_argument("--folds", type=_positive_int, default=5, metavar="K", help="folds per repeat (default 5)")
+    c.add_argument("--repeats", type=_positive_int, default=3, metavar="R",
+                   help="repeats, each with its own shuffle of the folds (default 3)")
+    _add_run_options(c)
+
+
+def _add_run_options(t) -> None:
+    """What train and cv share: the data, the model and how to train it."""
     t.add_argument("--data", required=True, metavar="SPEC", help=_spec_help())
     t.add_argument("--model", required=True, metavar="NAME", type=_model_name,
                    help=f"one of: {', '.join(_command_models())}")
@@ -156,6 +185,9 @@ def _add_training_options(t) -> None:
                    "frozen; nothing for seed-pcam and seed_cnn), imagenet, none (random, nothing "
                    "frozen) or a weights file (default auto)")
     t.add_argument("--fine-tune", action="store_true", help="train the pretrained backbone too (default: frozen)")
+    t.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="another option of the model's builder, e.g. stride=112 or l2=0.001 for a tiles-* model "
+                   "(repeatable; histolib.models.model_options lists them)")
     t.add_argument("--backbone-size", type=_positive_int, metavar="PX", help="resize to PX inside the model, before the backbone")
     t.add_argument("--schedule", default="plateau", choices=SCHEDULES,
                    help="plateau: ReduceLROnPlateau by 0.3 (the seeds', default); cosine: decay to 0 at the last epoch")
@@ -270,7 +302,7 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for add in (_add_train, _add_evaluate, _add_duplicates, _add_heatmap, _add_data):
+    for add in (_add_train, _add_cv, _add_evaluate, _add_duplicates, _add_heatmap, _add_data):
         add(commands)
     for name, subcommand in commands.choices.items():  # each one's description: its function's docstring
         subcommand.description = _para(" ".join(handlers[name].__doc__.split()))

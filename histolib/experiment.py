@@ -8,7 +8,7 @@ backbone features, or the whole model on images) and trains it, recording it all
 
 from __future__ import annotations
 
-from histolib import frozen, models, train
+from histolib import frozen, models, tiles, train
 from histolib import strategy as strategies
 from histolib.config import ModelConfig, RunConfig
 from histolib.train import FitResult
@@ -106,4 +106,6 @@ def train_from_spec(config: RunConfig, *, out_dir) -> FitResult:
     record["route"] = {"name": route.name, "reason": route.reason, "resumable": route.resumable}
     if route.name == "features":
         return frozen.fit_on_features(model, source, config, out_dir=out_dir, record=record)
+    if route.name == "tiles":
+        return tiles.fit_on_tiles(model, source, config, out_dir=out_dir, record=record)
     return _fit_on_images(build if model is None else model, source, config, choice, out_dir=out_dir, record=record)

@@ -36,6 +36,7 @@ import tensorflow as tf
 from histolib import files, train
 from histolib.data.features import encoder_fingerprint
 from histolib.layers.augmentation import TrainingAugmentation, augmentation
+from histolib.models.tiles import tile_settings
 
 _TRAINING_BEHAVIOUR = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
                        keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
@@ -85,7 +86,8 @@ def split_frozen(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 
 @dataclasses.dataclass(frozen=True)
 class Route:
-    """How a run trains: ``"features"`` (the head on cached backbone features, `fit_on_features`)
+    """How a run trains: ``"features"`` (the head on cached backbone features, `fit_on_features`),
+    ``"tiles"`` (a tile classifier's head on cached tile features, `histolib.tiles.fit_on_tiles`)
     or ``"images"`` (the whole model every step), and why. ``resumable`` says whether a killed
     run goes on from its last epoch (the features route starts the head afresh: it trains in
     seconds once the features are cached)."""
@@ -95,7 +97,7 @@ class Route:
 
     @property
     def resumable(self) -> bool:
-        return self.name == "images"
+        return self.name == "images"  # the others retrain their head from the cache
 
 
 def choose_route(config, strategy_kind: str, model: keras.Model | None = None) -> Route:
@@ -109,6 +111,9 @@ def choose_route(config, strategy_kind: str, model: keras.Model | None = None) -
         return Route("images", "the augmentation runs inside the model's training step")
     if strategy_kind != "default":
         return Route("images", f"strategy {strategy_kind!r}: the feature route trains on one device")
+    if tile_settings(model) is not None:
+        return Route("tiles", "a tile classifier: its frozen encoder runs once per tile (cached), the head trains "
+                     "on the tiles' features")
     end, why = frozen_prefix(model)
     return Route("images" if end is None else "features", why)
 

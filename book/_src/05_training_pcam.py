@@ -329,7 +329,7 @@ figure
 # is in the `learning_rate` column of `history.csv`:
 
 # %% tags=["nbval-ignore-output"]
-rates = pd.DataFrame(train.read_history(OUT))["learning_rate"]
+rates = pd.DataFrame(read_history(OUT))["learning_rate"]
 drops = int((rates.diff() < 0).sum())
 print(f"learning rate {rates.iloc[0]:.0e} at the first epoch, {rates.iloc[-1]:.1e} at the last: "
       + (f"{drops} drop(s) by 0.3" if drops else "no drop (the validation loss never stalled long enough)"))

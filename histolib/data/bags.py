@@ -220,6 +220,14 @@ def ovarian_bags(root, *, tile: int | None = 96, stride: int | None = None, grou
             found = [found[j] for j in np.sort(rng.permutation(len(found))[:per_class])]
         files += found
         labels += [label] * len(found)
+    return image_bags(files, labels, class_names, tile=tile, stride=stride,
+                      groups=_groups_arg(groups, files, root))
+
+
+def image_bags(files, labels, class_names, *, tile: int | None, stride: int | None = None, groups=None) -> Bags:
+    """Each image file a bag of its tiles at native resolution (`cover_boxes`; ``tile=None``:
+    the whole image as one tile), with its label; ``groups`` (default: the file paths) a key
+    per bag."""
     sources, boxes, bag = [], [], []
     for i, path in enumerate(files):
         height, width = image_size(path)
@@ -227,9 +235,9 @@ def ovarian_bags(root, *, tile: int | None = 96, stride: int | None = None, grou
         sources += [str(path)] * len(cut)
         boxes.append(cut)
         bag += [i] * len(cut)
-    return Bags(sources=np.array(sources), boxes=np.concatenate(boxes), bag=np.array(bag), labels=np.array(labels),
-                tile_labels=np.full(len(sources), -1), groups=_groups_arg(groups, files, root),
-                class_names=class_names)
+    return Bags(sources=np.array(sources), boxes=np.concatenate(boxes), bag=np.array(bag), labels=np.asarray(labels),
+                tile_labels=np.full(len(sources), -1), class_names=tuple(class_names),
+                groups=np.asarray([str(f) for f in files] if groups is None else groups))
 
 
 def region_bag(path, *, tile: int = 96, stride: int = 96, min_tissue: float = 0.5) -> Bags:

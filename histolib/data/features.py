@@ -11,6 +11,7 @@ computed afresh; files written by another version of this module are not read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ import tensorflow as tf
 
 from histolib import files
 from histolib.data.regions import read_region
+from histolib.layers.augmentation import augmentation
 
 #: Bumped when the way features are computed changes, so old cache files are not reused.
 CACHE_VERSION = 1
@@ -72,13 +74,14 @@ def _tiles(sources, boxes):
         yield image[row:row + height, col:col + width]
 
 
-def encode(sources, boxes, encoder, *, batch_size: int = 256, chunk_bytes: int = 2**28) -> np.ndarray:
+def encode(sources, boxes, encoder, *, batch_size: int = 256, chunk_bytes: int = 2**28, transform=None) -> np.ndarray:
     """The encoder's output for every tile, without the cache.
 
     Each tile is scaled to float32 in [0, 1] (the input every histolib model takes) and,
     where its box differs from the encoder's input size, resized (bilinear, antialiased);
-    tiles are gathered up to ``chunk_bytes`` of float32 and passed through
-    ``encoder.predict`` in batches of ``batch_size``.
+    tiles are gathered up to ``chunk_bytes`` of float32, passed through ``transform`` when given
+    (a callable on ``(n, h, w, 3)``, e.g. an augmentation set) and through ``encoder.predict`` in
+    batches of ``batch_size``.
 
     Returns:
         ``(t, c)`` float32.
@@ -86,16 +89,22 @@ def encode(sources, boxes, encoder, *, batch_size: int = 256, chunk_bytes: int =
     size = tuple(encoder.input_shape[1:3])
     chunk = max(1, chunk_bytes // (4 * 3 * size[0] * size[1]))
     out, buffer = [], []
+
+    def flush():
+        tiles = np.stack(buffer)
+        tiles = tiles if transform is None else np.asarray(transform(tiles))
+        out.append(encoder.predict(tiles, batch_size=batch_size, verbose=0))
+        buffer.clear()
+
     for tile in _tiles(sources, boxes):
         tile = tile.astype(np.float32) / 255.0
         if tile.shape[:2] != size:
             tile = np.clip(tf.image.resize(tile, size, antialias=True).numpy(), 0.0, 1.0)
         buffer.append(tile)
         if len(buffer) == chunk:
-            out.append(encoder.predict(np.stack(buffer), batch_size=batch_size, verbose=0))
-            buffer.clear()
+            flush()
     if buffer:
-        out.append(encoder.predict(np.stack(buffer), batch_size=batch_size, verbose=0))
+        flush()
     features = np.concatenate(out).astype(np.float32)
     return features.reshape(len(features), -1)
 
@@ -124,7 +133,7 @@ def _write_shard(path: Path, table: dict) -> None:
                       "to keep them between runs", stacklevel=3)
 
 
-def tile_features(bags, encoder, *, batch_size: int = 256, cache: bool = True) -> np.ndarray:
+def tile_features(bags, encoder, *, batch_size: int = 256, cache: bool = True, view=None) -> np.ndarray:
     """Features of every tile of ``bags`` from a frozen ``encoder``, each computed once.
 
     The cache holds one file per encoder and source folder (``cache_dir() / <encoder> /
@@ -138,14 +147,23 @@ def tile_features(bags, encoder, *, batch_size: int = 256, cache: bool = True) -
             ``(batch, c)``, e.g. `histolib.models.build_tile_encoder`.
         batch_size: tiles per forward pass.
         cache: read and write the cache; ``False`` always computes and stores nothing.
+        view: ``None`` (the tiles as they are), or ``(augment, seed)``: an augmentation set of
+            `histolib.layers.augmentation` drawn with ``seed`` on the tiles first (a training
+            view, cached under its own key; its draws follow the tiles' order in a chunk).
 
     Returns:
         ``(t, c)`` float32, one row per tile, in the order of ``bags.sources``.
     """
     sources, boxes = np.asarray(bags.sources).astype(str), np.asarray(bags.boxes)
+    transform = None
+    if view is not None:
+        pipeline = augmentation(view[0], int(view[1]), dtype="float32")
+        transform = functools.partial(pipeline, training=True)
     if not cache:
-        return encode(sources, boxes, encoder, batch_size=batch_size)
+        return encode(sources, boxes, encoder, batch_size=batch_size, transform=transform)
     encoder_key = f"{encoder.name}-{encoder_fingerprint(encoder)[:24]}-v{CACHE_VERSION}"
+    if view is not None:
+        encoder_key += f"-{view[0]}-{int(view[1])}"
     keys = tile_keys(sources, boxes)
     folders = np.array([str(Path(s).parent) for s in sources])
     rows = [None] * len(sources)
@@ -156,7 +174,8 @@ def tile_features(bags, encoder, *, batch_size: int = 256, cache: bool = True) -
         missing = np.array([i for i in here if keys[i] not in table], dtype=int)
         if len(missing):
             order = missing[np.argsort(sources[missing], kind="stable")]  # each file read once
-            table.update(zip(keys[order], encode(sources[order], boxes[order], encoder, batch_size=batch_size)))
+            table.update(zip(keys[order], encode(sources[order], boxes[order], encoder, batch_size=batch_size,
+                                                 transform=transform)))
             _write_shard(path, table)
         for i in here:
             rows[i] = table[keys[i]]

@@ -21,6 +21,7 @@ shape stays what the caller asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Callable
@@ -55,6 +56,9 @@ class BackboneSpec:
         weights_files: ``{input side: file name}`` of the published ImageNet weights without the
             top (MobileNet has one file per input size; see `weights_file`); empty for none.
         weights_md5: ``{file name: MD5}`` where the publisher gives one (downloads are checked).
+        weights_model: a ``.keras`` model, relative to the project root, whose layers of the same
+            names give this backbone its weights (``weights="auto"``), e.g. a backbone fine-tuned
+            by this project; ``None`` for the published ImageNet backbones.
     """
 
     name: str
@@ -70,6 +74,7 @@ class BackboneSpec:
     weights_url: str | None = None
     weights_files: dict = field(default_factory=dict)
     weights_md5: dict = field(default_factory=dict)
+    weights_model: str | None = None
 
     @property
     def application(self) -> str:
@@ -119,6 +124,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         _mobilenet("mobilenet", 1.0, channels=1024, tag="1_0", attention_dim=256, md5={}),
         _mobilenet("mobilenet_025", 0.25, channels=256, tag="2_5", attention_dim=128,
                    md5={"mobilenet_2_5_224_tf_no_top.h5": "f313cee49f5d33dfb06f2b255c4adb64"}),
+        dataclasses.replace(  # the same network, its weights fine-tuned on PCam by this project (issue 11)
+            _mobilenet("mobilenet_025", 0.25, channels=256, tag="2_5", attention_dim=128, md5={}),
+            name="pcam_mnet025", weights_files={}, weights_url=None,
+            weights_model="book/results/models/pcam-mnet-s1.keras"),
         BackboneSpec(
             name="seed_cnn", constructor=None, scale=1.0, offset=0.0, default_size=96, gradcam_layer="conv3",
             channels=256, min_size=24, grid={96: 12, 224: 28, 299: 37}, attention_dim=128,

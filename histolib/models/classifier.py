@@ -9,7 +9,7 @@ import keras
 
 from histolib.layers import DifferentialAttention, SelfAttention, ThresholdedAttention
 from histolib.models.backbones import MIN_GRID, BackboneSpec, get_backbone, seed_cnn_features
-from histolib.models.weights import resolve_weights
+from histolib.models.weights import copy_weights_from_model, resolve_weights
 from histolib.names import unknown_name
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,11 @@ def backbone_features(spec: BackboneSpec, inputs, *, weights, freeze: bool, scal
                 f"Received: weights={weights!r}"
             )
         return seed_cnn_features(x)
-    resolved = resolve_weights(spec, weights, input_size=int(x.shape[1]))
-    base = spec.constructor(include_top=False, weights=resolved, input_tensor=x)
+    resolved = resolve_weights(spec, weights, input_size=int(x.shape[1]) if x.shape[1] else None)
+    from_model = resolved is not None and str(resolved).endswith(".keras")
+    base = spec.constructor(include_top=False, weights=None if from_model else resolved, input_tensor=x)
+    if from_model:
+        copy_weights_from_model(base, resolved)
     if resolved is not None and freeze:
         for layer in base.layers:
             layer.trainable = False

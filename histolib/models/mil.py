@@ -15,11 +15,13 @@ import numpy as np
 from histolib.layers import (
     AttentionMILPooling,
     DifferentialAttention,
+    DihedralMean,
     MaskedGlobalMaxPooling1D,
     ThresholdedAttention,
 )
 from histolib.models.backbones import get_backbone
 from histolib.models.classifier import backbone_features, check_input_shape
+from histolib.models.weights import pretrained_weights
 
 #: The poolings `build_mil_classifier` offers: masked mean, masked max, both side by side
 #: (``"meanmax"``), Ilse et al.'s attention (``"attention"``: plain, ``"gated"``: gated), and the
@@ -30,24 +32,54 @@ POOLINGS = ("mean", "max", "meanmax", "attention", "gated", "thresholded", "diff
 TOKEN_ATTENTION = ("thresholded", "differential")
 
 
-def build_tile_encoder(backbone: str = "mobilenet_025", *, tile_size: int = 96, weights="imagenet") -> keras.Model:
-    """A frozen backbone from tiles to feature vectors.
+def _pooled_layers(backbone: str, inputs, weights, layers) -> list:
+    """``GlobalAveragePooling2D`` of the backbone's last map, or of each layer named in ``layers``."""
+    spec = get_backbone(backbone)
+    weights = pretrained_weights(spec) if weights == "auto" else weights
+    last = backbone_features(spec, inputs, weights=weights, freeze=True)
+    if not layers:
+        return [keras.layers.GlobalAveragePooling2D(name=f"{backbone}_features")(last)]
+    graph = keras.Model(inputs, last)
+    return [keras.layers.GlobalAveragePooling2D(name=f"{backbone}_{name}_mean")(graph.get_layer(name).output)
+            for name in layers]
 
-    Input ``(batch, tile_size, tile_size, 3)`` float32 in [0, 1]; the backbone's own scaling
+
+def build_tile_encoder(backbone="mobilenet_025", *, tile_size: int = 96, weights="imagenet", layers=None,
+                       dihedral: bool = False) -> keras.Model:
+    """A frozen backbone (or several) from tiles to feature vectors.
+
+    Input ``(batch, tile_size, tile_size, 3)`` float32 in [0, 1]; each backbone's own scaling
     inside (see `histolib.models.classifier.backbone_features`), every backbone layer frozen,
-    then ``GlobalAveragePooling2D``: output ``(batch, channels)`` (256 for ``mobilenet_025``).
+    then ``GlobalAveragePooling2D`` of its last map (256 channels for ``mobilenet_025``), or of
+    each layer named in ``layers`` (middle layers keep texture that the last one has pooled away),
+    all concatenated: output ``(batch, channels)``.
 
     Args:
-        backbone: a name of `histolib.models.list_backbones`.
+        backbone: a name of `histolib.models.list_backbones`, or a tuple of them (their features
+            side by side, e.g. ImageNet's MobileNet 0.25 and this project's PCam-tuned one,
+            ``("mobilenet_025", "pcam_mnet025")``).
         tile_size: the tile side in pixels.
-        weights: ``"imagenet"``, a weights file, or ``None`` (random, for tests only: a random
-            encoder's features say little about tissue).
+        weights: ``"imagenet"``, ``"auto"`` (each backbone's own pretrained weights:
+            `histolib.models.weights.pretrained_weights`), a weights file, or ``None`` (random,
+            for tests only: a random encoder's features say little about tissue).
+        layers: names of the layers to pool (the same in every backbone), or ``None``.
+        dihedral: average the features over the tile's 8 flips and rotations
+            (`histolib.layers.DihedralMean`): 8 passes per tile.
     """
-    spec = get_backbone(backbone)
-    inputs = keras.Input(check_input_shape((tile_size, tile_size, 3)), name="tile")
-    features = backbone_features(spec, inputs, weights=weights, freeze=True)
-    outputs = keras.layers.GlobalAveragePooling2D(name="features")(features)
-    encoder = keras.Model(inputs, outputs, name=f"{backbone}_tile_encoder")
+    names = (backbone,) if isinstance(backbone, str) else tuple(backbone)
+    shape = check_input_shape((tile_size, tile_size, 3))
+    encoders = []
+    for name in names:  # each backbone its own model: their layers' names would clash in one graph
+        inputs = keras.Input(shape, name="tile")
+        pooled = _pooled_layers(name, inputs, weights, layers)
+        encoders.append(keras.Model(inputs, pooled[0] if len(pooled) == 1 else
+                                    keras.layers.Concatenate(name="features")(pooled), name=f"{name}_tile_encoder"))
+    encoder = encoders[0]
+    if len(encoders) > 1 or dihedral:
+        tile = keras.Input(shape, name="tile")
+        both = [DihedralMean(e, name=f"{e.name}_dihedral")(tile) if dihedral else e(tile) for e in encoders]
+        out = both[0] if len(both) == 1 else keras.layers.Concatenate(name="features")(both)
+        encoder = keras.Model(tile, out, name=f"{'_'.join(names)}_tile_encoder{'_dihedral' if dihedral else ''}")
     encoder.trainable = False
     return encoder
 

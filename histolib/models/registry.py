@@ -24,6 +24,8 @@ from histolib.models.backbones import BACKBONES, get_backbone
 from histolib.models.classifier import ATTENTIONS, build_classifier
 from histolib.models.mil import POOLINGS, build_mil_classifier
 from histolib.models.seed import build_seed_pcam_model, build_seed_subtype_model
+from histolib.models.tiles import ENCODERS, registry_builder
+from histolib.models.weights import pretrained_weights
 from histolib.names import unknown_name
 
 SEED_SUBTYPE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if spec.constructor)
@@ -74,7 +76,7 @@ def _seed_subtype(backbone, *, num_classes, input_shape, weights):
 
 def _classifier(backbone, attention, *, num_classes, input_shape, weights, freeze=True, backbone_size=None):
     if weights == "auto":
-        weights = None if get_backbone(backbone).weights_url is None else "imagenet"
+        weights = pretrained_weights(get_backbone(backbone))
     return build_classifier(backbone, attention=attention, num_classes=num_classes,
                             input_shape=input_shape or (96, 96, 3), weights=weights, freeze=freeze,
                             backbone_size=backbone_size)
@@ -107,6 +109,10 @@ def _fill_table() -> None:
     for pooling in POOLINGS:
         register_model(f"mil-{pooling}", functools.partial(_mil, pooling),
                        summary=f"multiple-instance head over bags of tile features, {pooling} pooling")
+    for encoder in ENCODERS:
+        for pooling in POOLINGS:
+            register_model(f"tiles-{encoder}+{pooling}", registry_builder(encoder, pooling),
+                           summary=f"images at native resolution: {encoder} tile features, {pooling} pooling")
 
 
 _fill_table()

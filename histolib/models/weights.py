@@ -12,6 +12,11 @@ For ``"imagenet"`` the file is the one the backbone's spec names for the input s
 
 The answer is always a file path, which the ``keras.applications`` constructor loads, so Keras's
 own download cache is never consulted.
+
+A backbone whose spec names a ``weights_model`` (a ``.keras`` model this project trained, such as
+``pcam_mnet025``: MobileNet 0.25 fine-tuned on PCam) takes its weights from that model's layers of
+the same names (`copy_weights_from_model`); `pretrained_weights` says which weights ``"auto"``
+means for a backbone.
 """
 
 from __future__ import annotations
@@ -23,8 +28,13 @@ from pathlib import Path
 import h5py
 import keras
 
+import keras
+
 from histolib import files
 from histolib.models.backbones import BackboneSpec
+
+#: The project root, which a backbone's ``weights_model`` path is relative to.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +60,13 @@ def _imagenet_file(spec: BackboneSpec, input_size: int | None) -> str:
         return str(Path(local_dir) / fname)
     target = weights_cache_dir() / fname
     where = f"$HISTOLIB_WEIGHTS_DIR ({local_dir})" if local_dir else "a directory named by $HISTOLIB_WEIGHTS_DIR"
-    by_hand = f"Fetch it by hand and put it in {where} or in {target.parent}"
     try:
-        return str(files.download(spec.weights_url + fname, target, md5=spec.weights_md5.get(fname),
-                                  by_hand=by_hand))
-    except ConnectionError as error:
+        return str(files.download(spec.weights_url + fname, target, md5=spec.weights_md5.get(fname)))
+    except ConnectionError:
         raise WeightsNotFoundError(
-            f"ImageNet weights for {spec.name!r} ({fname}) are not on disk and cannot be downloaded "
-            f"({error}). Fetch {spec.weights_url}{fname} and put it in {where} or in {target.parent}, "
-            "or pass weights=None or a weights file path. Received: weights='imagenet'") from None
+            f"ImageNet weights for {spec.name!r} ({fname}) are not on disk and cannot be downloaded (no network). "
+            f"Fetch {spec.weights_url}{fname} and put it in {where} or in {target.parent}, or pass weights=None or "
+            "a weights file path. Received: weights='imagenet'") from None
 
 
 def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
@@ -89,6 +97,48 @@ def resolve_weights(spec: BackboneSpec, weights, input_size: int | None = None):
     if weights != "imagenet":
         raise ValueError(f"weights must be None, 'imagenet' or a file path. Received: weights={weights!r}")
     return _imagenet_file(spec, input_size)
+
+
+def pretrained_weights(spec: BackboneSpec):
+    """What ``weights="auto"`` means for ``spec``: ``"imagenet"`` for a published ImageNet
+    backbone, the absolute path of its ``weights_model`` for one this project trained, ``None``
+    for a backbone without pretrained weights (``seed_cnn``)."""
+    if spec.weights_model is not None:
+        path = PROJECT_ROOT / spec.weights_model
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone {spec.name!r} takes its weights from {spec.weights_model}, which is "
+                                    f"not at {path} (it ships with the repository, not the package)")
+        return str(path)
+    return "imagenet" if spec.weights_url else None
+
+
+def _layers_of(model) -> list:
+    """Every layer of ``model`` and of the models nested in it, outer first."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found += _layers_of(layer)
+    return found
+
+
+def copy_weights_from_model(base: keras.Model, path) -> None:
+    """Give every layer of ``base`` that has weights those of the layer of the same name in the
+    ``.keras`` model at ``path`` (searched through its nested models, the first match winning).
+
+    Raises:
+        ValueError: naming the layers of ``base`` the model lacks, or whose shapes differ.
+    """
+    source = {layer.name: layer for layer in reversed(_layers_of(keras.saving.load_model(path, compile=False)))}
+    missing = [layer.name for layer in base.layers if layer.weights and layer.name not in source]
+    if missing:
+        raise ValueError(f"{path} has no layers named {missing[:5]} ({len(missing)} in all) to take weights from")
+    for layer in base.layers:
+        if layer.weights:
+            try:
+                layer.set_weights(source[layer.name].get_weights())
+            except ValueError as error:
+                raise ValueError(f"{path}: layer {layer.name!r} does not fit: {error}") from None
 
 
 def write_application_weights(model, path) -> Path:
