@@ -133,9 +133,9 @@ def _evaluate(args) -> int:
     refused unless --split-seed is given."""
     model = evaluate.load_model(args.model)
     size = args.image_size
-    if size is None:
+    if size is None:  # the model's own input size; "native" for a model that takes any size (tiles)
         shape = model.inputs[0].shape
-        size = None if shape[1] is None else (int(shape[1]), int(shape[2]))
+        size = "native" if shape[1] is None else (int(shape[1]), int(shape[2]))
     source, split = _scoring_source(args)
     dataset = source.load(args.split, batch_size=args.batch_size, image_size=size)
     if cards.threshold_record(args.model).get("tta") and not args.tta:

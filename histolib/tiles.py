@@ -67,7 +67,7 @@ def fit_on_tiles(model, source, config, *, out_dir, record=None):
     valid_bags = split_bags(source, "valid", settings)
     valid_features = split_features(valid_bags, settings)
     if "standardize" in {layer.name for layer in head.layers}:
-        head.get_layer("standardize").adapt(train_features)
+        head.get_layer("standardize").adapt(train_features[None])  # (1, tiles, c): the instances of one bag
     batch = config.train.batch_size
     views = config.train.views if config.train.augment else 1
     record = {**(record or {}), "tiles": {"tile": settings["tile"], "stride": settings["stride"], "views": views,

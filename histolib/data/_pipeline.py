@@ -35,18 +35,22 @@ class Selection:
         return np.bincount(labels, minlength=len(self.class_names)).astype(int).tolist()
 
 
+#: ``image_size=NATIVE``: every image at its own size, one per batch (for models that tile them).
+NATIVE = "native"
+
+
 def to_float(images, image_size=None):
     """uint8 (or float in [0, 1]) ``(..., h, w, 3)`` -> float32 in [0, 1], resized when asked."""
     images = tf.image.convert_image_dtype(images, tf.float32)
-    if image_size is not None:
+    if image_size is not None and image_size != NATIVE:
         images = tf.clip_by_value(tf.image.resize(images, image_size, antialias=True), 0.0, 1.0)
     return images
 
 
 def image_size_arg(image_size):
-    """``None``, an int or ``(h, w)`` -> ``None`` or a ``(h, w)`` tuple of ints."""
-    if image_size is None:
-        return None
+    """``None``, an int, ``(h, w)`` or `NATIVE` -> ``None``, a ``(h, w)`` tuple of ints or `NATIVE`."""
+    if image_size is None or image_size == NATIVE:
+        return image_size
     size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"image_size must be an int or (height, width). Received: image_size={image_size!r}")

@@ -23,7 +23,9 @@ so later runs pay one ``stat`` per file. A file that changes afterwards still fa
 pipeline, with its name in the error.
 
 Sizes and resizing: without ``image_size`` every image must have one size (a mismatch is an
-error naming a file of another size). With ``image_size=(h, w)`` each image is resized to
+error naming a file of another size); with ``image_size="native"`` each image keeps its own size
+and batches hold one image (for models that tile images of any size, `histolib.models.tiles`).
+With ``image_size=(h, w)`` each image is resized to
 exactly ``h x w``, bilinear with antialiasing, **without keeping its aspect ratio**: the whole
 field of view is kept and stretched (Keras's ``image_dataset_from_directory`` does the same by
 default, and so did the ovarian seed's loader). An 888x550 ovarian micrograph at 224 px is thus
@@ -41,7 +43,7 @@ import tensorflow as tf
 from histolib.data import groups as _groups
 from histolib.data import images as _images
 from histolib.data import splits as _splits
-from histolib.data._pipeline import AUTOTUNE, Selection, to_float
+from histolib.data._pipeline import AUTOTUNE, NATIVE, Selection, to_float
 from histolib.data.layout import all_files, layout, list_files
 from histolib.files import IMAGE_SUFFIXES
 
@@ -103,7 +105,7 @@ def files_selection(class_names, paths, labels_all, indices, *, check=None) -> S
                 image = tf.ensure_shape(image, [*expected, 3])
             return to_float(image, image_size), y
 
-        return ds.map(load_one, num_parallel_calls=AUTOTUNE).batch(batch_size)
+        return ds.map(load_one, num_parallel_calls=AUTOTUNE).batch(1 if image_size == NATIVE else batch_size)
 
     return Selection(list(class_names), labels, batches, sel_paths)
 
