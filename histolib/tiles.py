@@ -20,11 +20,12 @@ import dataclasses
 import numpy as np
 
 from histolib import evaluate, files, train
-from histolib.data.bags import dataset, image_bags
+from histolib.data.bags import cover_boxes, dataset, image_bags
 from histolib.data.features import tile_features
+from histolib.models.mil import attention_scores
 from histolib.models.tiles import tile_settings
 
-__all__ = ["fit_on_tiles", "predict_split", "split_bags", "split_features"]
+__all__ = ["fit_on_tiles", "predict_split", "split_bags", "split_features", "tile_attention"]
 
 
 def split_bags(source, split: str, settings: dict):
@@ -89,3 +90,21 @@ def predict_split(model, source, split: str, *, image_size=None) -> np.ndarray:
         return evaluate.predict(model, source.load(split, batch_size=64, image_size=image_size))[1]
     bags = split_bags(source, split, settings)
     return evaluate.predict(settings["head"], dataset(bags, split_features(bags, settings), batch_size=32))[1]
+
+
+def tile_attention(model, image) -> tuple[np.ndarray, np.ndarray]:
+    """Where a tile classifier's attention goes on one image: ``(boxes, weights)``, the tiles'
+    ``(row, col, height, width)`` at native resolution and the head's attention weight of each
+    (`histolib.models.attention_scores`; summing to 1), for `histolib.plots.bag_attention`.
+
+    Args:
+        model: a tile classifier whose pooling attends (gated, attention, thresholded, differential).
+        image: ``(h, w, 3)`` uint8 or float in [0, 1].
+    """
+    settings = tile_settings(model)
+    image = np.asarray(image)
+    pixels = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+    tiles, mask = model.get_layer("tiles")(pixels[None])
+    features = settings["encoder"].predict(np.asarray(tiles)[0], batch_size=32, verbose=0)[None]
+    weights = attention_scores(settings["head"], {"features": features, "mask": np.asarray(mask)})[0]
+    return cover_boxes(*image.shape[:2], settings["tile"], settings["stride"]), weights

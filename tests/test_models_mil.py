@@ -175,3 +175,25 @@ def test_the_command_refuses_mil_heads_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "bags of tile features" in err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("pooling", ["thresholded", "differential"])
+def test_token_attention_poolings_give_each_instance_a_weight(pooling):
+    x, mask, _, _ = synthetic_bags(6, seed=1)
+    scores = attention_scores(build_mil_classifier(8, pooling=pooling), {"features": x, "mask": mask})
+    assert scores.shape == mask.shape and np.all(scores[~mask] == 0.0) and np.all(scores >= 0)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tile_attention_weighs_the_tiles_of_a_whole_image():
+    from histolib import tiles
+    from histolib.data.bags import cover_boxes
+    from histolib.models import build_tile_classifier
+
+    keras.utils.set_random_seed(0)
+    encoder = build_tile_encoder("mobilenet_025", tile_size=32, weights=None)
+    model = build_tile_classifier(encoder, tile=32, stride=16, num_classes=3, head={"pooling": "gated"})
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    boxes, weights = tiles.tile_attention(model, image)
+    np.testing.assert_array_equal(boxes, cover_boxes(50, 70, 32, 16))
+    assert weights.shape == (len(boxes),) and weights.sum() == pytest.approx(1.0, abs=1e-5)

@@ -17,7 +17,10 @@ Every builder takes images ``(batch, h, w, 3)`` float32 in [0, 1], as
 - `with_augmentation(model, augment, seed=0)`: the model with an augmentation set inside its
   training step (identity at inference), so the host only decodes.
 - `build_mil_classifier(feature_dim, pooling="gated")`: multiple-instance learning over bags of
-  tiles or their precomputed features (mean, max, attention or gated attention pooling);
+  tiles or their precomputed features (mean, max, mean+max, attention, gated attention, or token
+  attention across the tiles, thresholded or differential);
+- `build_tile_classifier(encoder)`: an image of any size cut into tiles at native resolution, a
+  frozen tile encoder, a MIL head (`histolib.models.tiles`; registry names ``tiles-*``);
   `build_tile_encoder(backbone)` the frozen tile encoder, `attention_scores(model, inputs)`
   each instance's attention weight.
 - `fold_batch_norm(model)`: an inference copy with each BatchNormalization folded into the
@@ -75,6 +78,7 @@ from histolib.models.registry import (
     register_model,
 )
 from histolib.models.seed import SEED_PCAM_PARAMS, build_seed_pcam_model, build_seed_subtype_model
+from histolib.models.tiles import build_tile_classifier, tile_settings
 from histolib.models.weights import WeightsNotFoundError, write_application_weights
 
 __all__ = [
@@ -90,7 +94,9 @@ __all__ = [
     "build_classifier",
     "build_ensemble",
     "build_mil_classifier",
+    "build_tile_classifier",
     "check_options",
+    "tile_settings",
     "build_model",
     "build_seed_pcam_model",
     "build_seed_subtype_model",

@@ -182,22 +182,32 @@ def build_mil_classifier(
 def attention_scores(model: keras.Model, inputs) -> np.ndarray:
     """The attention weight of every instance, from a `build_mil_classifier` model.
 
+    For ``"attention"`` and ``"gated"`` pooling, the pooling's own weights. For
+    ``"thresholded"`` and ``"differential"`` (token attention across the instances, then the
+    mean), the attention each instance receives: its column of the attention map averaged over
+    the real instances that attend (and over heads), rescaled to sum to 1.
+
     Args:
-        model: a MIL classifier with ``pooling="attention"`` or ``"gated"``.
+        model: a MIL classifier with one of those poolings.
         inputs: its input dict (``features`` or ``tiles``, and ``mask``), as arrays.
 
     Returns:
         ``(batch, n)`` float32: each bag's weights sum to 1 over its real instances and are 0
         on padding.
     """
+    names = {layer.name for layer in model.layers}
     pool = model.get_layer("pool")
-    if not isinstance(pool, AttentionMILPooling):
+    if not isinstance(pool, AttentionMILPooling) and "attention" not in names:
         raise ValueError(f"{model.name} pools by {type(pool).__name__}, which has no attention weights. "
-                         "Received: a model built with pooling='mean' or 'max'")
-    # The instances as the pooling sees them, (batch, n, c), then the pooling itself, both called
-    # eagerly: calling the pooling again inside the graph, on the tensor it already pools, is not a
-    # model Keras builds, and a predict function per call would be traced anew every time.
-    embedded = keras.Model(model.input, model.get_layer("dropout").output)
-    instances = embedded(inputs, training=False)
-    _, scores = pool(instances, mask=np.asarray(inputs["mask"], bool), return_attention_scores=True)
-    return keras.ops.convert_to_numpy(scores)
+                         "Received: a model built with pooling='mean', 'max' or 'meanmax'")
+    # The instances as the pooling sees them, (batch, n, c), then the pooling (or the attention)
+    # itself, both called eagerly: calling a layer again inside the graph, on the tensor it already
+    # takes, is not a model Keras builds, and a predict function per call would be traced anew.
+    mask = np.asarray(inputs["mask"], bool)
+    instances = keras.Model(model.input, model.get_layer("dropout").output)(inputs, training=False)
+    if isinstance(pool, AttentionMILPooling):
+        return keras.ops.convert_to_numpy(pool(instances, mask=mask, return_attention_scores=True)[1])
+    _, maps = model.get_layer("attention")(instances, mask=mask, return_attention_scores=True)
+    maps = keras.ops.convert_to_numpy(maps).reshape(len(mask), -1, mask.shape[1], mask.shape[1])  # (b, heads, n, n)
+    received = np.einsum("bhqk,bq->bk", np.abs(maps), mask.astype(np.float32)) * mask
+    return (received / received.sum(axis=1, keepdims=True)).astype(np.float32)
