@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from histolib import evaluate, files, train
@@ -55,6 +56,19 @@ def _training_views(bags, settings: dict, config):
     return repeated, np.concatenate(features)
 
 
+def _adapt_standardize(head, bags, features, batch: int) -> None:
+    """Adapt the head's ``"standardize"`` layer, if any, on what reaches it from the training
+    data: every training tile's features, or every training bag's pooled vector."""
+    if "standardize" not in {layer.name for layer in head.layers}:
+        return
+    layer = head.get_layer("standardize")
+    if len(layer.input.shape) == 3:  # on the instances: (1, tiles, c), the instances of one bag
+        layer.adapt(features[None])
+        return
+    upstream = keras.Model(head.inputs, layer.input)
+    layer.adapt(upstream.predict(dataset(bags, features, batch_size=batch).map(lambda x, y: x), verbose=0))
+
+
 def fit_on_tiles(model, source, config, *, out_dir, record=None):
     """Train the head of the tile classifier ``model`` on ``source`` as ``config`` says (see the
     module docstring); ``out_dir/best.keras`` is then the whole image classifier.
@@ -67,9 +81,8 @@ def fit_on_tiles(model, source, config, *, out_dir, record=None):
     train_bags, train_features = _training_views(split_bags(source, "train", settings), settings, config)
     valid_bags = split_bags(source, "valid", settings)
     valid_features = split_features(valid_bags, settings)
-    if "standardize" in {layer.name for layer in head.layers}:
-        head.get_layer("standardize").adapt(train_features[None])  # (1, tiles, c): the instances of one bag
     batch = config.train.batch_size
+    _adapt_standardize(head, train_bags, train_features, batch)
     views = config.train.views if config.train.augment else 1
     record = {**(record or {}), "tiles": {"tile": settings["tile"], "stride": settings["stride"], "views": views,
                                           "train_bags": int(len(train_bags)), "train_tiles": int(len(train_bags.bag))}}

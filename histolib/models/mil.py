@@ -122,15 +122,17 @@ def build_mil_classifier(
     - with ``encoder``: ``{"tiles": (batch, n, h, w, 3), "mask": (batch, n)}``, images in
       [0, 1], each tile passed through ``encoder`` (``TimeDistributed``) first.
 
-    ``mask`` is boolean, True on real instances and False on padding. Then, with ``standardize``,
-    a ``Normalization`` layer named ``"standardize"`` on each instance (to be adapted on the
-    training instances before training: `histolib.tiles.fit_on_tiles` does); ``Dense(embedding,
+    ``mask`` is boolean, True on real instances and False on padding. Then ``Dense(embedding,
     relu)`` on each instance (skipped when ``embedding`` is ``None``), ``Dropout(dropout)``, the
     pooling (its layer named ``"pool"``), and ``Dense(num_classes, softmax)`` in float32 with an
     L2 penalty ``l2`` on its kernel: the output is ``(batch, num_classes)``, two columns for two
     classes, as `histolib.models` expects, so `histolib.train.fit` and `histolib.evaluate` take
-    the model as they take any other. With ``standardize``, no embedding, no dropout and
-    ``"meanmax"``, the head is a multinomial logistic regression on the standardised pooled features.
+    the model as they take any other. With ``standardize``, a ``Normalization`` layer named
+    ``"standardize"`` (to be adapted on the training data before training:
+    `histolib.tiles.fit_on_tiles` does) standardises the pooled vector for the mean and max
+    poolings, each instance for the attention ones. With ``standardize``, no embedding, no dropout
+    and ``"meanmax"``, the head is a multinomial logistic regression on the standardised pooled
+    features.
 
     Args:
         feature_dim: channels of precomputed features (give this or ``encoder``).
@@ -168,12 +170,15 @@ def build_mil_classifier(
         instances = keras.Input((None, *encoder.input_shape[1:]), name="tiles")
         inputs = {"tiles": instances, "mask": mask}
         x = keras.layers.TimeDistributed(encoder, name="encoder")(instances)  # (batch, n, c)
-    if standardize:
+    pooled_standardize = standardize and pooling in ("mean", "max", "meanmax")
+    if standardize and not pooled_standardize:
         x = keras.layers.Normalization(axis=-1, name="standardize")(x)
     if embedding:
         x = keras.layers.Dense(embedding, activation="relu", name="embed")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     x = _pool(pooling, x, mask, units)
+    if pooled_standardize:
+        x = keras.layers.Normalization(axis=-1, name="standardize")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs",
                                  kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)(x)
     return keras.Model(inputs, outputs, name=f"mil_{pooling}")
