@@ -341,3 +341,33 @@ def paired_comparison(baseline, variant) -> dict:
         "ttest_rel": t,
         "wilcoxon": w,
     }
+
+
+def corrected_cv_comparison(baseline, variant, *, test_fraction: float) -> dict:
+    """Compare two recipes scored on the same cross-validation folds (``k`` folds x ``r`` repeats),
+    with the corrected resampled t-test of Nadeau and Bengio (2003; Bouckaert and Frank 2004 for
+    repeated k-fold): folds share training data, so the plain paired t-test is too confident; the
+    variance of the mean difference is taken as ``(1 / (k r) + n_test / n_train) s^2``.
+
+    Args:
+        baseline, variant: ``(k r,)`` per-fold scores, in the same fold order.
+        test_fraction: ``n_test / n`` of a fold (``1 / k``); ``n_test / n_train`` follows from it.
+
+    Returns:
+        ``n`` (folds), ``mean_baseline``, ``mean_variant``, ``mean_difference`` (variant -
+        baseline), ``statistic``, ``pvalue`` (two-sided, ``k r - 1`` degrees of freedom) and the
+        95 % interval of the mean difference, ``interval``.
+    """
+    a = np.asarray(baseline, dtype=np.float64).reshape(-1)
+    b = np.asarray(variant, dtype=np.float64).reshape(-1)
+    if len(a) != len(b) or len(a) < 2 or not 0 < test_fraction < 1:
+        raise ValueError("baseline and variant need the same number (>= 2) of per-fold scores and 0 < test_fraction "
+                         f"< 1. Received: {len(a)} and {len(b)} scores, test_fraction={test_fraction!r}")
+    diff, n = b - a, len(a)
+    se = np.sqrt((1.0 / n + test_fraction / (1.0 - test_fraction)) * diff.var(ddof=1))
+    t = float(diff.mean() / se) if se > 0 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * se)
+    return {"n": n, "mean_baseline": float(a.mean()), "mean_variant": float(b.mean()),
+            "mean_difference": float(diff.mean()), "statistic": t,
+            "pvalue": float(2 * stats.t.sf(abs(t), n - 1)) if se > 0 else float("nan"),
+            "interval": [float(diff.mean() - half), float(diff.mean() + half)]}

@@ -163,3 +163,23 @@ def test_balanced_accuracy_ignores_predicted_classes_absent_from_the_split_quiet
         warnings.simplefilter("error")
         metrics = evaluate.classification_metrics(y_true, probs)
     assert metrics["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)  # mean recall of classes 0 and 1
+
+
+def test_corrected_cv_comparison_is_more_careful_than_the_plain_paired_test():
+    """Nadeau and Bengio's correction: the variance of the mean difference over k x r folds is
+    (1/(k r) + n_test/n_train) s^2, not s^2 / (k r)."""
+    from scipy import stats as st
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.7, 0.8, 15)
+    variant = base + 0.01 + rng.normal(0, 0.01, 15)
+    got = evaluate.corrected_cv_comparison(base, variant, test_fraction=0.2)
+    d = variant - base
+    se = np.sqrt((1 / 15 + 0.2 / 0.8) * d.var(ddof=1))
+    assert got["statistic"] == pytest.approx(d.mean() / se)
+    assert got["pvalue"] == pytest.approx(2 * st.t.sf(abs(d.mean() / se), 14))
+    assert got["pvalue"] > st.ttest_rel(variant, base).pvalue  # wider than the plain paired test
+    low, high = got["interval"]
+    assert low < got["mean_difference"] < high
+    with pytest.raises(ValueError, match="test_fraction"):
+        evaluate.corrected_cv_comparison(base, variant, test_fraction=1.0)
