@@ -190,7 +190,8 @@ def recorded_split(model_path, spec: str, given: dict, *, fixed_splits: bool) ->
         raise ValueError(f"{origin} records a grouped split made by split algorithm {data.get('split_version', 1)}, "
                          f"and this histolib makes version {SPLIT_VERSION}: its test images cannot be told apart; "
                          "retrain the model")
-    stored = {"split_seed": int(data["split_seed"]), "groups": data.get("groups"), "oversample": data.get("oversample")}
+    stored = {"split_seed": int(data.get("split_seed") or 0),  # none recorded for fixed split folders
+              "groups": data.get("groups"), "oversample": data.get("oversample")}
     for key, value in given.items():
         if value is not None and value != stored[key]:
             option = "--" + key.replace("_", "-")

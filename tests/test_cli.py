@@ -282,7 +282,7 @@ def test_evaluate_notes_a_threshold_chosen_with_tta(tmp_path, capsys):
     from histolib.models import build_seed_pcam_model
 
     build_seed_pcam_model().save(tmp_path / "m.keras")
-    (tmp_path / "m.threshold.json").write_text(json.dumps({"threshold": 0.4, "tta": True}))
+    (tmp_path / "threshold.json").write_text(json.dumps({"threshold": 0.4, "tta": True}))  # as a run writes it
     argv = ["evaluate", "--model", str(tmp_path / "m.keras"), "--data", DATA, "--split", "test"]
     assert cli.main(argv) == 0
     assert "chosen with 8-view TTA; score it with --tta" in capsys.readouterr().err

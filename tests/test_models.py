@@ -135,8 +135,9 @@ def test_misspelt_backbone_and_attention_suggest_the_closest():
 
 
 def test_list_backbones_and_unknown_names():
-    assert list_backbones() == ["inception_v3", "xception", "mobilenet", "mobilenet_025", "seed_cnn"]
-    with pytest.raises(ValueError, match="Valid backbones: inception_v3, xception, mobilenet, mobilenet_025, seed_cnn"):
+    assert list_backbones() == ["inception_v3", "xception", "mobilenet", "mobilenet_025", "pcam_mnet025", "seed_cnn"]
+    with pytest.raises(ValueError, match="Valid backbones: inception_v3, xception, mobilenet, mobilenet_025, pcam_mnet025, "
+                                         "seed_cnn"):
         get_backbone("resnet50")
     assert [get_backbone(n).application for n in ("xception", "mobilenet_025", "seed_cnn")] == [
         "Xception()", "MobileNet(alpha=0.25)", "(histolib)"]
@@ -268,7 +269,11 @@ def test_registered_models_are_built_listed_and_accepted_by_the_command(monkeypa
 
 def test_build_model_names():
     names = list_models()
-    assert len(names) == 2 + 4 + 5 * 4 + 4  # ... and mil-{mean,max,attention,gated}
+    poolings = ["mean", "max", "meanmax", "attention", "gated", "thresholded", "differential"]
+    # the seed's two, seed-subtype-<5 ImageNet-style backbones>, 6 backbones x 4 heads, mil-<pooling>,
+    # tiles-<3 encoders>+<pooling>
+    assert len(names) == 2 + 5 + 6 * 4 + len(poolings) + 3 * len(poolings)
+    assert {f"tiles-both+{p}" for p in poolings} | {f"mil-{p}" for p in poolings} <= set(names)
     centred = build_model("seed-pcam-centred")  # the seed's model with a parameter-free Rescaling first
     assert centred.get_layer("centre").get_config()["scale"] == 2.0
     assert centred.count_params() == build_model("seed-pcam").count_params() == SEED_PCAM_PARAMS

@@ -77,7 +77,7 @@ def list_files(base, class_names) -> tuple[np.ndarray, np.ndarray]:
 
 def all_files(root) -> np.ndarray:
     """Every image file of the folder source at ``root`` (all splits), sorted by split, class and
-    name: what :func:`check_folder` decodes."""
+    name: what :func:`histolib.data.folders.check_folder` decodes."""
     lay = layout(root)
     bases = [Path(root) / s for s in lay["splits"]] or [Path(root)]
     with warnings.catch_warnings():

@@ -17,13 +17,13 @@ the backend's ops and runs in two places, under TensorFlow and under JAX:
 Sets:
 
 - ``"pcam-seed"``: the PCam seed's README, "random flips, brightness +-0.1, contrast 0.8-1.2":
-  independent horizontal and vertical flips (:class:`RandomFlips`), ``RandomBrightness(0.1)`` and
+  independent horizontal and vertical flips (:class:`~histolib.layers.preprocessing.RandomFlips`), ``RandomBrightness(0.1)`` and
   ``RandomContrast(0.2)``, both with ``value_range=(0, 1)`` (their default is 0-255, which on
   [0, 1] images would make the brightness shift 255 times too small).
 - ``"pcam"``: the better set. All 8 flips and 90-degree rotations of the square (the symmetry
   group of a patch, drawn uniformly: horizontal flip, vertical flip and a transpose, each with
-  probability 1/2; Keras has no 90-degree rotation layer, hence :class:`RandomFlips`),
-  stain jitter in haematoxylin-eosin-DAB space (:class:`RandomHEDJitter`, after Tellez et al.
+  probability 1/2; Keras has no 90-degree rotation layer, hence :class:`~histolib.layers.preprocessing.RandomFlips`),
+  stain jitter in haematoxylin-eosin-DAB space (:class:`~histolib.layers.preprocessing.RandomHEDJitter`, after Tellez et al.
   2018), then the seed's brightness and contrast.
 - ``"pcam-strong"``: the same with Tellez et al.'s "HED-strong" stain jitter (scale and shift
   0.2 instead of 0.05), against the stain differences between hospitals and scanners.
@@ -32,7 +32,7 @@ Sets:
 
 Note: Keras 3's ``RandomFlip("horizontal_and_vertical")`` draws one coin per image and flips
 both axes together, so it only ever gives the identity or a 180-degree rotation, and it is slow
-on the CPU; the sets here flip with :class:`RandomFlips` (independent coins, row gathers).
+on the CPU; the sets here flip with :class:`~histolib.layers.preprocessing.RandomFlips` (independent coins, row gathers).
 """
 
 from __future__ import annotations
