@@ -54,7 +54,7 @@ def run_config(args) -> RunConfig:
             class_weight=args.class_weight, seed=args.seed, augment=args.augment, augment_in=args.augment_in,
             features=args.features, views=args.views, steps_per_epoch=args.steps_per_epoch,
             validation_steps=args.validation_steps, steps_per_execution=args.steps_per_execution,
-            strategy=args.strategy, deterministic=args.deterministic, tensorboard=args.tensorboard,
+            strategy=args.strategy, deterministic=args.deterministic, tensorboard=args.tensorboard, solver=args.solver,
             verbose=1 if _interactive() else 2),
         command=shlex.join([PROG, *args.argv]))
 
@@ -93,6 +93,10 @@ def _cv(args) -> int:
 
 
 def _print_fit(result, out: Path) -> None:
+    if not result.epochs_done:  # --solver lbfgs: a logistic regression, no epochs
+        print(f"fitted by L-BFGS, C chosen on valid (see run.json's 'solver'); model: {out / 'best.keras'}  "
+              f"record: {out / 'run.json'}")
+        return
     best = result.history[result.best_epoch - 1] if result.history else {}
     shown = ", ".join(f"{k} {best[k]:.4f}" for k in ("val_loss", "val_accuracy", "val_auc") if k in best)
     stopped = " (stopped early)" if result.stopped_early else ""

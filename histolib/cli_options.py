@@ -199,6 +199,10 @@ def _add_training_options(t) -> None:
                    help="distribution strategy (default: $HISTOLIB_STRATEGY, else auto: a TPU, else "
                    "mirrored GPUs, else one device; under KERAS_BACKEND=jax: data-parallel over all JAX "
                    "devices where there are several); --batch-size is then the global batch")
+    t.add_argument("--solver", choices=("adam", "lbfgs"), default="adam",
+                   help="adam: Keras's fit (default); lbfgs: a tile classifier's linear head (mean, max or meanmax "
+                   "pooling) fitted as a logistic regression by scikit-learn, C chosen on valid, then refitted on "
+                   "train and valid")
     t.add_argument("--deterministic", action="store_true", help="enable TensorFlow op determinism (slower)")
     t.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
     t.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",

@@ -174,6 +174,11 @@ class TrainConfig(_Part):
         deterministic: enable TensorFlow op determinism (slower).
         checkpoints: keep model files so a killed run resumes; ``False`` keeps the best weights
             in memory only (many short runs).
+        solver: ``"adam"``: Keras's ``fit`` with the settings above; ``"lbfgs"``: a tile
+            classifier with a linear head (mean, max or mean+max pooling, no embedding or dropout)
+            fitted as the multinomial logistic regression it is, by scikit-learn's L-BFGS, its
+            inverse L2 strength ``C`` chosen on the valid part by log loss, then refitted on train
+            and valid together (`histolib.tiles.fit_on_tiles`); the epoch settings are unused.
         tensorboard, verbose: log to TensorBoard; Keras's verbosity (``0`` silences the callbacks).
     """
 
@@ -200,6 +205,7 @@ class TrainConfig(_Part):
     strategy: str | None = _setting(resume=False)
     deterministic: bool = _setting(False, resume=False)
     checkpoints: bool = _setting(True, resume=False)
+    solver: str = "adam"
     tensorboard: bool = _setting(False, resume=False)
     verbose: int | str = _setting("auto", resume=False)
 
@@ -215,6 +221,7 @@ class TrainConfig(_Part):
         _check(isinstance(self.patience, int) and self.patience >= 0, "patience", self.patience, "an integer >= 0")
         _check(0 < self.lr_factor < 1, "lr_factor", self.lr_factor, "in (0, 1)")
         _check(self.mode in ("auto", "min", "max"), "mode", self.mode, "'auto', 'min' or 'max'")
+        _check(self.solver in ("adam", "lbfgs"), "solver", self.solver, "'adam' or 'lbfgs'")
         _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
         _check(self.warmup_epochs == 0 or (self.schedule == "cosine" and 0 < self.warmup_epochs < self.epochs),
                "warmup_epochs", self.warmup_epochs, "0, or under schedule 'cosine' shorter than the run")

@@ -104,6 +104,9 @@ def train_from_spec(config: RunConfig, *, out_dir) -> FitResult:
     model = build() if choice.kind == "default" else None  # built once, in the default scope
     route = frozen.choose_route(config.train, choice.kind, model)
     record["route"] = {"name": route.name, "reason": route.reason, "resumable": route.resumable}
+    if config.train.solver == "lbfgs" and route.name != "tiles":
+        raise ValueError(f"solver 'lbfgs' fits a tile classifier's linear head; this run takes the {route.name} "
+                         f"route ({route.reason}). Received: solver='lbfgs'")
     if route.name == "features":
         return frozen.fit_on_features(model, source, config, out_dir=out_dir, record=record)
     if route.name == "tiles":

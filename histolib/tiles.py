@@ -9,16 +9,20 @@ their features from the user cache (`histolib.data.features.tile_features`), opt
 image a training bag), adapts the head's standardisation on the training tiles, and trains the
 head with `histolib.train.fit` (``checkpoints=False``: a rerun trains the head afresh in seconds
 from the cached features). The saved model is the whole image classifier.
-`predict_split` scores a split the same way (cached features through the head) for tile
+With ``solver="lbfgs"`` a linear head is instead fitted as the multinomial logistic regression it
+is (`fit_logistic`). `predict_split` scores a split the same way (cached features through the head) for tile
 classifiers, and through the model on images for any other model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import keras
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 from histolib import evaluate, files, train
 from histolib.data.bags import cover_boxes, dataset, image_bags
@@ -26,7 +30,10 @@ from histolib.data.features import tile_features
 from histolib.models.mil import attention_scores
 from histolib.models.tiles import tile_settings
 
-__all__ = ["fit_on_tiles", "predict_split", "split_bags", "split_features", "tile_attention"]
+__all__ = ["fit_logistic", "fit_on_tiles", "pooled_features", "predict_split", "split_bags", "split_features", "tile_attention"]
+
+#: The inverse L2 strengths ``C`` that `fit_logistic` chooses from (scikit-learn's convention).
+C_GRID = tuple(float(c) for c in np.logspace(-3, 1, 9))
 
 
 def split_bags(source, split: str, settings: dict):
@@ -69,6 +76,59 @@ def _adapt_standardize(head, bags, features, batch: int) -> None:
     layer.adapt(upstream.predict(dataset(bags, features, batch_size=batch).map(lambda x, y: x), verbose=0))
 
 
+def pooled_features(head, bags, features) -> np.ndarray:
+    """What reaches a linear head's output layer: each bag's pooled, standardised vector ``(b, c)``
+    (``bags`` with their tiles' ``features``)."""
+    upstream = keras.Model(head.inputs, head.get_layer("probs").input)
+    return upstream.predict(dataset(bags, features, batch_size=64).map(lambda x, y: x), verbose=0)
+
+
+def fit_logistic(head, train_set, valid_set, *, seed: int = 0) -> dict:
+    """Fit the output layer of a linear MIL head (pooling, standardisation, ``Dense`` softmax:
+    no embedding, no dropout) as a multinomial logistic regression with scikit-learn's L-BFGS:
+    ``C`` chosen from `C_GRID` by log loss on ``valid_set``, then refitted on both sets.
+
+    Args:
+        head: a `histolib.models.build_mil_classifier` head, its standardisation adapted.
+        train_set, valid_set: ``(bags, features)`` each (`histolib.data.bags.Bags`, ``(tiles, c)``).
+
+    Returns:
+        ``{"C", "valid_log_loss": {C: loss}, "iterations"}``; the head's ``"probs"`` layer
+        holds the fitted weights.
+    """
+    names = {layer.name for layer in head.layers}
+    if "embed" in names or head.get_layer("dropout").rate or len(head.get_layer("probs").input.shape) != 2:
+        raise ValueError(f"solver 'lbfgs' fits a linear head (mean, max or meanmax pooling, no embedding, no "
+                         f"dropout); {head.name} is not one. Received: layers {sorted(names)}")
+    (x_train, y_train), (x_valid, y_valid) = [(pooled_features(head, *part), part[0].labels) for part in (train_set, valid_set)]
+    classes = np.arange(head.outputs[0].shape[-1])
+
+    def logistic(c, x, y):
+        return LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x, y)
+
+    losses = {c: float(log_loss(y_valid, logistic(c, x_train, y_train).predict_proba(x_valid), labels=classes))
+              for c in C_GRID}
+    chosen = min(losses, key=losses.get)
+    final = logistic(chosen, np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid]))
+    kernel, bias = final.coef_.T, final.intercept_
+    if len(classes) == 2:  # scikit-learn keeps one logit z for two classes: softmax([-z/2, z/2]) = sigmoid(z)
+        kernel, bias = np.concatenate([-kernel, kernel], axis=1) / 2, np.concatenate([-bias, bias]) / 2
+    head.get_layer("probs").set_weights([kernel.astype("float32"), bias.astype("float32")])
+    return {"C": chosen, "valid_log_loss": {f"{c:g}": v for c, v in losses.items()}, "iterations": int(final.n_iter_[0])}
+
+
+def _logistic_result(model, head, train_set, valid_set, config, *, out_dir, record) -> train.FitResult:
+    """`fit_logistic` as a finished run in ``out_dir``: ``best.keras``, and ``run.json`` with the choice."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    choice = fit_logistic(head, train_set, valid_set, seed=config.train.seed)
+    files.write_json(out_dir / "run.json", {**record, "config": config.to_json(), "status": "finished",
+                                            "solver": {"name": "lbfgs", **choice}})
+    files.save_model(model, out_dir / "best.keras")
+    return train.FitResult(model=model, history=[], threshold={"threshold": None}, out_dir=out_dir, best_epoch=0,
+                           epochs_done=0, resumed_from=0, already_finished=False, stopped_early=False)
+
+
 def fit_on_tiles(model, source, config, *, out_dir, record=None):
     """Train the head of the tile classifier ``model`` on ``source`` as ``config`` says (see the
     module docstring); ``out_dir/best.keras`` is then the whole image classifier.
@@ -86,6 +146,9 @@ def fit_on_tiles(model, source, config, *, out_dir, record=None):
     views = config.train.views if config.train.augment else 1
     record = {**(record or {}), "tiles": {"tile": settings["tile"], "stride": settings["stride"], "views": views,
                                           "train_bags": int(len(train_bags)), "train_tiles": int(len(train_bags.bag))}}
+    if config.train.solver == "lbfgs":
+        return _logistic_result(model, head, (train_bags, train_features), (valid_bags, valid_features), config,
+                                out_dir=out_dir, record=record)
     result = train.fit(head, dataset(train_bags, train_features, batch_size=batch, shuffle=True, seed=config.train.seed),
                        dataset(valid_bags, valid_features, batch_size=batch),
                        config.replace(train={"checkpoints": False}), out_dir=out_dir, record=record,

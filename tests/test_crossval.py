@@ -117,3 +117,36 @@ def test_a_tile_classifier_trains_on_cached_tiles_and_evaluate_scores_whole_imag
     cached = tiles.predict_split(model, source, "test")
     assert scored["n"] == len(y) == 3
     assert scored["accuracy"] == pytest.approx(evaluate.classification_metrics(y, cached)["accuracy"])
+
+
+def test_solver_lbfgs_fits_the_linear_head_as_scikit_learns_logistic_regression(folder, tmp_path, capsys):
+    """--solver lbfgs: the saved head's probabilities are scikit-learn's LogisticRegression with
+    the recorded C, fitted on the train and valid bags' pooled, standardised vectors; a head that
+    is not linear, and a model off the tiles route, are refused in one line."""
+    from sklearn.linear_model import LogisticRegression
+
+    from histolib import evaluate, tiles
+    from histolib.config import DataConfig
+    from histolib.models.tiles import tile_settings
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", f"folder:{folder / 'data'}", "--split-seed", "1", "--solver", "lbfgs", "--epochs", "1", *TILES,
+            "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    choice = json.loads((out / "run.json").read_text())["solver"]
+    assert choice["C"] in tiles.C_GRID and len(choice["valid_log_loss"]) == len(tiles.C_GRID)
+    assert choice["valid_log_loss"][f"{choice['C']:g}"] == min(choice["valid_log_loss"].values())
+    head = tile_settings(evaluate.load_model(out / "best.keras"))["head"]
+    source = DataConfig(spec=f"folder:{folder / 'data'}", split_seed=1).source()
+    settings = tile_settings(evaluate.load_model(out / "best.keras"))
+    parts = [(b, tiles.split_features(b, settings)) for b in (tiles.split_bags(source, s, settings)
+                                                              for s in ("train", "valid", "test"))]
+    pooled = [tiles.pooled_features(head, *part) for part in parts]
+    reference = LogisticRegression(C=choice["C"], max_iter=5000).fit(
+        np.concatenate(pooled[:2]), np.concatenate([parts[0][0].labels, parts[1][0].labels]))
+    ours = evaluate.predict(head, tiles.dataset(*parts[2], batch_size=8))[1]
+    np.testing.assert_allclose(ours, reference.predict_proba(pooled[2]), atol=1e-4)
+    plain = ["--model", "mobilenet_025", "--weights", "none", "--precision", "float32"]
+    for bad in ([*argv[:-2], "--model-option", "embedding=8"], [*argv[:9], *plain]):
+        assert cli.main([*bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "solver 'lbfgs' fits" in capsys.readouterr().err
