@@ -41,6 +41,11 @@ CARDS = {
     "pcam-mnet-ens3": {"record": "pcam_mnet_ens3.json", "data": PCAM,
                        "summary": "The average of issue 11's chosen recipe's training seeds 0-2 (three fine-tuned "
                                   "MobileNet 0.25 models as one)."},
+    "pcam-m160-s0": {"record": "pcam_m160_s0_run.json", "data": PCAM,
+                     "summary": "ImageNet MobileNet v1 0.25 fine-tuned with the patch resized to 160 px inside the "
+                                "model (issue 22's recipe, chosen on valid among screens of one seed each), training "
+                                "seed 0: the screen run itself, published by a rule fixed before any test score, "
+                                "before seeds 1 and 2 were scored."},
     "ovarian-thr-s0": {"record": "ovarian_thr_s0_run.json", "data": OVARIAN,
                        "summary": "The ovarian seed's head (mean-thresholded attention over the 7 x 7 grid) on a frozen "
                                   "ImageNet MobileNet 0.25 at 224 px, trained on one grouped 80/10/10 split of the 498 "
