@@ -93,13 +93,13 @@ def _split(record: dict, spec: str) -> tuple[dict, object]:
     from histolib import cards
     from histolib.config import DataConfig
 
-    config = record.get("config")
-    if config is None:  # a fixed-split source: the folders are the split
-        from histolib import data
+    from histolib import data
 
-        return ({"split_seed": record.get("data", {}).get("split_seed"), "groups": None, "oversample": None,
-                 "fold": None, "split_version": None,
-                 "note": "fixed split folders (train, valid, test): no seed cuts them"}, data.source(spec))
+    config = record.get("config")
+    fixed = {"split_seed": record.get("data", {}).get("split_seed"), "groups": None, "oversample": None, "fold": None,
+             "split_version": None, "note": "fixed split folders (train, valid, test): no seed cuts them"}
+    if config is None or data.source(spec).fixed_splits():  # the folders are the split
+        return fixed, data.source(spec)
     settings = DataConfig.from_json({**config["data"], "spec": spec})
     source = settings.source()
     files = {split: cards.relative_files(source.rows(split)[0], source.arg) for split in ("train", "valid", "test")}
