@@ -80,7 +80,8 @@ def pooled_features(head, bags, features) -> np.ndarray:
     """What reaches a linear head's output layer: each bag's pooled, standardised vector ``(b, c)``
     (``bags`` with their tiles' ``features``)."""
     upstream = keras.Model(head.inputs, head.get_layer("probs").input)
-    return upstream.predict(dataset(bags, features, batch_size=64).map(lambda x, y: x), verbose=0)
+    pooled = upstream.predict(dataset(bags, features, batch_size=64).map(lambda x, y: x), verbose=0)
+    return np.asarray(pooled, dtype=np.float32)  # under mixed_bfloat16 the head computes in bfloat16
 
 
 def fit_logistic(head, train_set, valid_set, *, seed: int = 0) -> dict:

@@ -150,3 +150,27 @@ def test_solver_lbfgs_fits_the_linear_head_as_scikit_learns_logistic_regression(
     for bad in ([*argv[:-2], "--model-option", "embedding=8"], [*argv[:9], *plain]):
         assert cli.main([*bad, "--out", str(tmp_path / "bad")]) == 2
         assert "solver 'lbfgs' fits" in capsys.readouterr().err
+
+
+def test_pooled_features_are_float32_under_mixed_bfloat16():
+    """The default precision on a bfloat16 CPU is mixed_bfloat16, where a head computes in
+    bfloat16; scikit-learn cannot read bfloat16 arrays, so the pooled vectors come back as float32
+    (the CLI's `--solver lbfgs` failed on them before)."""
+    import keras
+
+    from histolib import tiles
+    from histolib.data.bags import Bags
+    from histolib.models import build_mil_classifier
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        head = build_mil_classifier(4, pooling="meanmax", num_classes=3, embedding=None, dropout=0.0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    bags = Bags(sources=np.array(["a"] * 5), boxes=np.zeros((5, 4), int), bag=np.array([0, 0, 1, 1, 1]),
+                labels=np.array([0, 2]), tile_labels=np.full(5, -1), groups=np.array(["g0", "g1"]),
+                class_names=("a", "b", "c"))
+    features = np.arange(20, dtype=np.float32).reshape(5, 4)
+    pooled = tiles.pooled_features(head, bags, features)
+    assert pooled.dtype == np.float32 and pooled.shape == (2, 8)
+    np.testing.assert_allclose(pooled[1, :4], features[2:].mean(axis=0), rtol=1e-2)  # bfloat16's 3 digits
