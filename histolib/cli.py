@@ -11,6 +11,7 @@ Bad arguments and bad inputs end with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -40,6 +41,10 @@ def _interactive() -> bool:
 def run_config(args) -> RunConfig:
     """The `histolib.config.RunConfig` of a parsed ``histolib train`` (or ``cv``) command line:
     built once here, validated by its parts, recorded whole in ``run.json``."""
+    if args.weights_dir is not None:  # read where the weights resolve (histolib.models.weights)
+        if not args.weights_dir.is_dir():
+            raise ValueError(f"--weights-dir {args.weights_dir} is not a directory")
+        os.environ["HISTOLIB_WEIGHTS_DIR"] = str(args.weights_dir.resolve())
     options = {"freeze": False} if args.fine_tune else {}  # the builder options of --fine-tune, --backbone-size
     if args.backbone_size:
         options["backbone_size"] = args.backbone_size

@@ -184,6 +184,9 @@ def _add_training_options(t) -> None:
                    help="initial weights: auto (ImageNet for pretrained backbones, with the backbone "
                    "frozen; nothing for seed-pcam and seed_cnn), imagenet, none (random, nothing "
                    "frozen) or a weights file (default auto)")
+    t.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
+                   help="look for ImageNet weight files in DIR first (sets $HISTOLIB_WEIGHTS_DIR for this run), "
+                   "e.g. ../shared/weights")
     t.add_argument("--fine-tune", action="store_true", help="train the pretrained backbone too (default: frozen)")
     t.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
                    help="another option of the model's builder, e.g. stride=112 or l2=0.001 for a tiles-* model "

@@ -307,3 +307,19 @@ def test_keras_backend_jax_without_jax_is_one_line_naming_the_extra(tmp_path):
     library = subprocess.run([sys.executable, "-c", PRETEND_NO_JAX + "import histolib"], cwd=ROOT,
                              capture_output=True, text=True, timeout=300, env=env)
     assert library.returncode == 1 and "ImportError: KERAS_BACKEND=jax, but JAX is not installed" in library.stderr
+
+
+def test_weights_dir_must_be_a_directory_and_sets_where_weights_are_found(tmp_path, capsys, monkeypatch):
+    """--weights-dir DIR: ImageNet files are looked for in DIR first ($HISTOLIB_WEIGHTS_DIR for the
+    run); a path that is no directory ends in one line, exit 2."""
+    import os
+
+    base = ["train", "--data", DATA, "--model", "seed-pcam", "--epochs", "1", "--out", str(tmp_path / "run")]
+    assert cli.main([*base, "--weights-dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "--weights-dir" in err and "is not a directory" in err and err.count("\n") == 1
+    monkeypatch.delenv("HISTOLIB_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(cli.experiment, "train_from_spec", lambda config, out_dir: None)  # stop before training
+    with pytest.raises(AttributeError):  # _print_fit on the stand-in's None: the options were read by then
+        cli.main([*base, "--weights-dir", str(tmp_path)])
+    assert os.environ["HISTOLIB_WEIGHTS_DIR"] == str(tmp_path.resolve())
