@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+from threadpoolctl import threadpool_limits
 
 from histolib import evaluate, files, train
 from histolib.data.bags import cover_boxes, dataset, image_bags
@@ -105,7 +106,8 @@ def fit_logistic(head, train_set, valid_set, *, seed: int = 0) -> dict:
     classes = np.arange(head.outputs[0].shape[-1])
 
     def logistic(c, x, y):
-        return LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x, y)
+        with threadpool_limits(limits=1):  # a small problem: more BLAS threads only fight TensorFlow's
+            return LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x, y)
 
     losses = {c: float(log_loss(y_valid, logistic(c, x_train, y_train).predict_proba(x_valid), labels=classes))
               for c in C_GRID}
