@@ -1,17 +1,21 @@
-"""Training speed of the two PCam recipes the book compares: the seed's and the fine-tuned MobileNet.
+"""Training and inference speed of the PCam recipes the book compares: the seed's, and the
+fine-tuned MobileNet 0.25 at 128 px (issue 11's chosen recipe) and at 160 px (issue 22's).
 
 Each recipe trains as ``histolib train`` runs it, for ``repeats + 1`` epochs of ``steps``
 batches of 64 (the first epoch, tracing, dropped): its model from `histolib.models.build_model`
 under its dtype policy, Adam, its loss, and its augmented ``tf.data`` stream of the real JPEG
-folder (``--data``; synthetic patches where the folder is absent). Rows:
+folder (``--data``; synthetic patches where the folder is absent). Inference is the model called
+on a batch of 64 patches (96 x 96, the resize inside the model), without the data pipeline.
+Rows:
 
-- ``seed recipe``: ``seed-pcam``, ``pcam-seed`` augmentation, the policy ``--precision auto``
-  picks on this machine (``mixed_bfloat16`` with AVX-512 BF16 or AMX, else ``float32``);
-- ``mobilenet recipe``: ``mobilenet_025`` fine-tuned (nothing frozen) on images resized to 128
-  inside the model, ``pcam`` augmentation, ``float32`` (the recipe's ``--precision float32``:
-  MobileNet's batch norms upcast bfloat16 to float32 and back on this CPU, so bfloat16 is slower);
-- ``mobilenet recipe, mixed_bfloat16``: the same under bfloat16, to show that choice;
-- ``mobilenet at 96 px``: the recipe without the resize (the screened cheaper alternative).
+- ``seed recipe``: ``seed-pcam``, ``pcam-seed`` augmentation, in ``float32`` (as the MobileNet
+  rows, so the rates compare) and, where ``--precision auto`` picks it on this machine (AVX-512
+  BF16 or AMX), in ``mixed_bfloat16``, the policy its recorded runs trained in;
+- ``mobilenet 128`` and ``mobilenet 160``: ``mobilenet_025`` fine-tuned (nothing frozen) on
+  patches resized to 128 or 160 inside the model, ``pcam`` augmentation, ``float32`` (the
+  recipes' ``--precision float32``: MobileNet's batch norms upcast bfloat16 to float32 and back
+  on this CPU, so bfloat16 is slower there);
+- ``mobilenet 128, mixed_bfloat16``: the same under bfloat16, to show that choice.
 
 Weights are random (the speed does not depend on them, and no weights file is needed). Every
 rate is given by the wall clock and as a CPU-time estimate (see ``_common.timed``); the record
@@ -39,13 +43,26 @@ TRAIN_PATCHES = 20_000
 
 def recipes(auto_policy: str) -> list[dict]:
     """The measured rows: name, model name, builder options, policy, augmentation."""
-    mobilenet = {"model": "mobilenet_025", "options": {"freeze": False, "backbone_size": 128}, "augment": "pcam"}
-    return [
-        {"name": "seed recipe", "model": "seed-pcam", "options": {}, "policy": auto_policy, "augment": "pcam-seed"},
-        {"name": "mobilenet recipe", **mobilenet, "policy": "float32"},
-        {"name": "mobilenet recipe, mixed_bfloat16", **mobilenet, "policy": "mixed_bfloat16"},
-        {"name": "mobilenet at 96 px", **mobilenet, "options": {"freeze": False}, "policy": "float32"},
-    ]
+    seed = {"name": "seed recipe", "model": "seed-pcam", "options": {}, "augment": "pcam-seed"}
+    mobilenet = {"model": "mobilenet_025", "augment": "pcam"}
+    rows = [{**seed, "policy": "float32"}]
+    if auto_policy != "float32":
+        rows.append({**seed, "name": f"seed recipe, {auto_policy}", "policy": auto_policy})
+    return rows + [
+        {"name": f"mobilenet {size}", **mobilenet, "options": {"freeze": False, "backbone_size": size},
+         "policy": "float32"} for size in (128, 160)
+    ] + [{"name": "mobilenet 128, mixed_bfloat16", **mobilenet, "options": {"freeze": False, "backbone_size": 128},
+          "policy": "mixed_bfloat16"}]
+
+
+def _inference(model, batch: int, repeats: int) -> dict:
+    """Images/s of ``model`` called on one batch of ``batch`` 96 x 96 patches."""
+    import tensorflow as tf
+
+    x = tf.random.stateless_uniform((batch, 96, 96, 3), seed=(0, 1))
+    call = tf.function(tf.autograph.experimental.do_not_convert(lambda t: model(t, training=False)))
+    both = common.rates_both(common.timed(lambda: call(x).numpy(), repeats, warmup=1), batch)
+    return {"per_second": both["per_second"], "cpu_time_estimate": both["cpu_time_estimate"]}
 
 
 def measure_one(recipe: dict, *, steps: int, repeats: int, batch: int, real_dir, seed: int = 0) -> dict:
@@ -63,7 +80,8 @@ def measure_one(recipe: dict, *, steps: int, repeats: int, batch: int, real_dir,
     times = _fit_timed(model, feed, steps=steps, repeats=repeats, batch=batch)
     rates = _images(times, steps * batch)
     return {**recipe, "data": spec, "batch_size": batch, "steps_per_epoch": steps, "params": model.count_params(),
-            **rates, "epoch_minutes": round(TRAIN_PATCHES / rates["images_per_second"]["median"] / 60, 1)}
+            **rates, "epoch_minutes": round(TRAIN_PATCHES / rates["images_per_second"]["median"] / 60, 1),
+            "inference_images_per_second": _inference(model, batch, repeats)}
 
 
 def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Path | None = None) -> dict:
@@ -74,19 +92,22 @@ def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Pat
     real = real_dir if real_dir is not None and Path(real_dir, "train").is_dir() else None
     plan = recipes(choose_precision("auto"))
     if quick:
-        plan = plan[:2]
+        plan = [r for r in plan if r["name"] in ("seed recipe", "mobilenet 160")]
     results = []
     for recipe in plan:
         results.append(measure_one(recipe, steps=steps, repeats=repeats, batch=batch, real_dir=real))
         print(f"  {recipe['name']}: {results[-1]['images_per_second']['median']} images/s", flush=True)
-    seed, mobilenet = results[0], results[1]
+    seed, mobilenet = results[0], next(r for r in results if r["name"] == "mobilenet 160")  # both float32
     flags = ", ".join(common.cpu_info().get("cpu_flags") or []) or "no AVX-512/AMX flags"
     rows = [common.row(f"train {r['name']}", r["images_per_second"], "images/s",
                        f"{r['policy']}, {r['augment']}; CPU-time est. "
                        f"{r['images_per_second_cpu_time_estimate']['median']:g}/s; epoch {r['epoch_minutes']} min; "
                        f"CPU {flags}") for r in results]
+    rows += [common.row(f"inference {r['name']}", r["inference_images_per_second"]["per_second"], "images/s",
+                        f"{r['policy']}; CPU-time est. {r['inference_images_per_second']['cpu_time_estimate']['median']:g}/s")
+             for r in results]
     return {
-        "benchmark": "training images/s of the seed's PCam recipe and the fine-tuned MobileNet recipe",
+        "benchmark": "training and inference images/s of the seed's PCam recipe and the fine-tuned MobileNet recipes",
         "batch_size": batch,
         "real_data": str(real) if real is not None else None,
         "results": results,

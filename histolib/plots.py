@@ -113,7 +113,9 @@ def confusion_matrix(cm, *, class_names=None, normalize: bool = False, title: st
     figure = Figure(figsize=(3.6 + 0.4 * len(cm), 3.2 + 0.4 * len(cm)), layout="constrained")
     ax = figure.add_subplot()
     ConfusionMatrixDisplay(cm, display_labels=class_names).plot(
-        ax=ax, values_format=".2f" if normalize else "d", colorbar=False, cmap="Blues")
+        ax=ax, values_format=".2f" if normalize else "d", colorbar=False, cmap="Blues",
+        xticks_rotation=30 if max(len(str(c)) for c in (class_names if class_names is not None else [0])) > 4
+        else "horizontal")  # long names would run into each other under the columns
     if title:
         ax.set_title(title)
     return figure

@@ -117,10 +117,11 @@ def test_each_script_writes_its_record(quick_suite, name, keys):
                     "host_decode_only_over_augmented_per_cpu_second"):
             assert _positive(record["targets"][key]), key
     if name == "recipes":
-        assert [r["name"] for r in record["results"]] == ["seed recipe", "mobilenet recipe"]
+        assert [r["name"] for r in record["results"]] == ["seed recipe", "mobilenet 160"]
         assert all(_positive(r["images_per_second"]["median"]) and _positive(r["epoch_minutes"])
-                   for r in record["results"])
-        assert record["results"][1]["options"] == {"freeze": False, "backbone_size": 128}
+                   and _positive(r["inference_images_per_second"]["per_second"]["median"]) for r in record["results"])
+        assert [r["policy"] for r in record["results"]] == ["float32", "float32"]  # compared in one precision
+        assert record["results"][1]["options"] == {"freeze": False, "backbone_size": 160}
     if name == "inference":
         assert {r["policy"] for r in record["results"]} == {"float32", "mixed_bfloat16"}
         assert all(_positive(r["fraction_of_ceiling"]) for r in record["results"])

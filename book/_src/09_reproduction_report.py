@@ -90,17 +90,15 @@ records = {path.name: json.loads(path.read_text()) for path in sorted(RESULTS.gl
 if records:  # a run's *_test.json scores belong to its *_run.json row
     provenance = pd.DataFrame({
         name: {
-            "what": r.get("name") or r.get("what") or ("benchmarks" if name.startswith("bench") else "variants"),
-            "command": r.get("command"),
             "git commit": ((r.get("git") or r.get("environment", {}).get("git") or {}).get("commit")
-                           or r.get("git_commit") or "")[:10] or None,
-            "wall (min)": round(r["wall_s"] / 60, 1) if "wall_s" in r else None,
-            "cpu": (r.get("machine") or r.get("environment", {}).get("machine") or {}).get("cpu"),
-            "data files": ((r.get("data") or {}).get("file_list") or {}).get("files"),
+                           or r.get("git_commit") or "")[:10] or "-",
+            "wall (min)": f"{r['wall_s'] / 60:.0f}" if "wall_s" in r else "-",
+            "cpu": (r.get("machine") or r.get("environment", {}).get("machine") or {}).get("cpu") or "-",
+            "data files": ((r.get("data") or {}).get("file_list") or {}).get("files") or "-",
         }
         for name, r in records.items() if not name.endswith("_test.json")
     }).T
-    display(provenance)
+    display(provenance)  # each record holds its exact command too
 else:
     print(f"No records in {RESULTS}/ yet: the recorded runs have not been committed. "
           "Every section below says what it would read.")
@@ -197,36 +195,51 @@ for backbone in ["InceptionV3", "Xception", "MobileNet"]:
     print(f"{backbone:12s} Spearman correlation of recall with leaked share: {rho:+.2f} (5 classes)")
 
 # %% [markdown]
-# For all three backbones recall rises with the leaked share: HGSC, never copied, is recalled
-# worst or next to worst, and the most copied classes (LGSC, MC) among the best. Five classes cannot prove a cause (other
-# explanations exist: HGSC may simply be harder), but it is what the leak predicts, and a score on
-# test rows that the model trained on is not a test score. The seed's own 3,082 images and its
-# three ImageNet backbones are not on this machine, but 498 public micrographs of the same five
-# subtypes are, with ImageNet weights for a smaller backbone, MobileNet 0.25. Chapter 6 runs the
-# pipelines on them; its command-line run, recorded in `ovarian_thr_s0_run.json` with its test
-# scores in `ovarian_thr_s0_test.json`, keeps every near-duplicate family on one side of the split
-# and scores the model on its own test split, which nothing about it was chosen on:
+# The rank correlation between a class's leaked share and its recall is positive for all three
+# backbones, and perfect only for Xception. The pattern is not clean: MobileNet recalls EC, whose
+# test rows leak more often than not, worse than HGSC, which never leaks. Five classes cannot tell
+# the leak from class difficulty (HGSC may simply be harder); what the numbers do show is that the
+# test rows that leak are training images, and a score on them is not a test score.
+#
+# The seed's own 3,082 images and its three ImageNet backbones are not on this machine. What is
+# here: 498 public micrographs of ovarian tissue in five classes that are **not** the seed's
+# (Clear_Cell, Endometri, Mucinous, Non_Cancerous, Serous: serous carcinoma not split by grade, and
+# a non-cancer class instead of LGSC), with ImageNet weights for a smaller backbone, MobileNet 0.25.
+# With a few hundred images one split is too small to carry a score (a 50-image test split moves
+# by about 0.14 either way), so this book's ovarian result is grouped cross-validation (chapter 6):
+# every near-duplicate family inside one fold, every image scored once per repeat by a model that
+# never saw it or its copies. The record, when present, and the screens that chose its settings:
 
 # %% tags=["nbval-ignore-output"]
-ovarian_run, ovarian_test = records.get("ovarian_thr_s0_run.json"), records.get("ovarian_thr_s0_test.json")
-if ovarian_run and ovarian_test:
-    best = reports["InceptionV3"]
-    print("command: ", ovarian_run["command"])
-    print("evaluate:", ovarian_run["evaluate_command"])
-    print(f"data: {ovarian_run['data']['file_list']['files']} files, groups {ovarian_run['data']['groups']!r}, "
-          f"split seed {ovarian_run['data']['split_seed']}, {ovarian_test['n']} test images")
-    display(pd.DataFrame({
-        "seed, InceptionV3 (published)": {"images": sum(counts.values()), "test rows": PUBLISHED["ovarian"]["split_rows"]["test"],
-                                          "accuracy": best["accuracy"], "macro F1": best["macro_f1"]},
-        "this book, MobileNet 0.25 (recorded)": {"images": ovarian_run["data"]["file_list"]["files"],
-                                                 "test rows": ovarian_test["n"], "accuracy": ovarian_test["accuracy"],
-                                                 "macro F1": ovarian_test["f1"]},
-    }).T.astype({"images": int, "test rows": int}).round(3))
-    print(f"The seed's {best['accuracy']:.2f} was scored on test rows that are copies of its training images "
-          f"(section 2), so it is leaky; the {ovarian_test['accuracy']:.2f} beside it is on images whose copies "
-          "never reached training, from a different, smaller image set and backbone.")
-else:
-    print("book/results/ovarian_thr_s0_run.json is not recorded yet: chapter 6 gives its command.")
+ovarian_cv, ovarian_screens = records.get("ovarian_cv.json"), records.get("ovarian_cv_screens.json")
+best = reports["InceptionV3"]
+rows = {"seed, InceptionV3 (published, leaky test rows)": {
+    "images": sum(counts.values()), "protocol": f"one split, {PUBLISHED['ovarian']['split_rows']['test']} test rows",
+    "macro F1": f"{best['macro_f1']:.2f}", "accuracy": f"{best['accuracy']:.2f}"}}
+def cv_row(record):
+    mean, sd, low_high = record["mean"], record["sd"], record["bootstrap_macro_f1_95"]
+    return {"images": 498, "protocol": f"grouped CV, {record['folds']} folds x {record['repeats']} repeat(s)",
+            "macro F1": f"{mean['macro_f1']:.3f} ± {sd['macro_f1']:.3f} (95 % {low_high[0]:.2f}-{low_high[1]:.2f})",
+            "accuracy": f"{mean['accuracy']:.3f} ± {sd['accuracy']:.3f}"}
+if ovarian_cv:
+    rows["this book, chosen recipe (ovarian_cv.json)"] = cv_row({**ovarian_cv["summary"],
+                                                                 "folds": ovarian_cv["folds"],
+                                                                 "repeats": ovarian_cv["repeats"]})
+    print("command:", ovarian_cv["command"])
+for screen in (ovarian_screens or {}).get("screens", []):
+    rows[f"screen {screen['name']}"] = cv_row(screen)
+display(pd.DataFrame(rows).T)
+if ovarian_screens:
+    print(ovarian_screens["note"])
+
+# %% [markdown]
+# The interval is a bootstrap over the near-duplicate groups of the pooled out-of-fold predictions;
+# the ± is the spread over folds. The seed's figure and the book's are on different images, classes
+# and backbones, so they are not a like-for-like comparison: the point of the table is that one of
+# them was scored on copies of its training images and the others on images their models never saw.
+# The single grouped split of the command-line reproduction (`ovarian_thr_s0_run.json`, the published
+# `ovarian-thr-s0` model) is a demonstration of the command line, not a result: its test split holds
+# a few dozen images, one family among them a large share.
 
 # %% [markdown]
 # ## 4. The PCam seed: model size, splits and metrics
@@ -319,14 +332,16 @@ else:
     print("book/results/pcam_variants.json is not recorded yet: no variants have been tried on real data.")
 
 # %% [markdown]
-# ### Beating 83.1 % with a tenth of the data: the recipe search
+# ### The recipe search: chosen on valid, scored once on test
 #
 # The goal set for this book: a model trained only on the 20,000 JPEG training patches that scores
-# at least 0.85 accuracy and 0.93 AUC on PCam *test* patches, backed by several training seeds.
-# Every score below is on `valid`, the split that chose the epochs, the threshold and the recipe
-# itself, so all of them are optimistic; as a rough guide, 0.85 on unseen test patches has needed
-# about 0.88 on valid. First the baseline: the seed's recipe (`pcam-seed`, 8 epochs), over every
-# training seed recorded so far.
+# well on PCam *test* patches from other slides, backed by several training seeds. Every recipe
+# score in this section is on `valid`, the split that chose the epochs, the threshold and the
+# recipe itself, so all of them are optimistic. The published models were then scored once each on
+# 1,500 patches of PCam's test split (`pcam-jpeg/test`, beside the project), after every choice;
+# those scores are in their model cards, shown at the end of the section. First the baseline: the
+# seed's recipe (`pcam-seed`, 8 epochs, trained in `mixed_bfloat16`), over every training seed
+# recorded so far.
 
 # %% tags=["nbval-ignore-output"]
 recipes = {}  # recipe -> one row per training seed, from book/results/<recipe>*_run.json
@@ -345,7 +360,8 @@ print("mean ± sd over", len(seed_recipe), "seeds:",
 # provenance): the real ImageNet MobileNet v1 (width 0.25, 218,544 parameters), fine-tuned whole,
 # inputs centred, a cosine schedule with a short warm-up, `pcam` augmentation (flips, 90-degree
 # rotations, HED stain jitter), and 8-view test-time augmentation over the dihedral group. A
-# screen from random weights stayed at chance after its first epoch (AUC 0.50) and was stopped.
+# screen from random weights stayed at chance after its first epoch and was stopped (its record was
+# not kept).
 
 # %% tags=["nbval-ignore-output"]
 screens = records["pcam_screens.json"]
@@ -361,14 +377,20 @@ pd.DataFrame([{"screen": sc["name"], "epochs": sc["args"]["epochs"], "valid acc"
 # --schedule cosine --warmup-epochs 0.3 --epochs 10 --patience 10 --precision float32 --seed S --out
 # runs/pcam-mnet-sS`. The weights are named by file: they are Keras's ImageNet MobileNet 0.25
 # trained at 224 px, applied at 128 px (`--weights imagenet` at 128 px would ask for Keras's
-# 128-px file, a different set of weights). Its cost per epoch against the seed model's
-# (`bench/recipes.py`; the record names the CPU flags):
+# 128-px file, a different set of weights). The cost of each recipe, training and inference, in
+# the same precision and, where the machine has bfloat16, in the one `--precision auto` picks
+# (`bench/recipes.py`, random weights, the real JPEG stream; rates by the wall clock, and the
+# record says how contended the machine was):
 
 # %% tags=["nbval-ignore-output"]
 speed = records["bench_recipes.json"]
-print("CPU flags:", ", ".join(speed["environment"]["machine"]["cpu_flags"]))
-pd.DataFrame([{"recipe": r["name"], "images/s": r["images_per_second"]["median"],
-               "minutes per epoch of 20,000": r["epoch_minutes"]} for r in speed["results"]]).set_index("recipe")
+machine = speed["environment"]["machine"]
+print(f"{machine['cpu']}, {machine['logical_cpus']} CPUs; flags:", ", ".join(machine["cpu_flags"]),
+      f"; other processes' share of the CPU meanwhile: {speed['environment'].get('others_cpu_share')}")
+pd.DataFrame([{"recipe": r["name"], "precision": r["policy"], "train images/s": r["images_per_second"]["median"],
+               "minutes per epoch of 20,000": r["epoch_minutes"],
+               "inference images/s": (r.get("inference_images_per_second") or {}).get("per_second", {}).get("median", "-")}
+              for r in speed["results"]]).set_index("recipe")
 
 # %% [markdown]
 # Its runs over seeds, and the paired comparison with the seed's recipe on the seeds both have
@@ -407,18 +429,18 @@ else:
 # `valid` patches, the split that also selected its epoch and threshold. When every seed favours
 # one recipe, the Wilcoxon p is the smallest the number of seeds allows (0.25 for three, 0.0625 for
 # five), so with this few seeds the paired t-test carries the claim, under its assumption that the
-# per-seed differences are roughly normal. What this does not show is the goal itself: 0.85
-# accuracy and 0.93 AUC on PCam *test* patches from other slides. By the rough guide above, the
-# chosen recipe's valid scores are where 0.85 on test has needed to be; the test score is one
-# `histolib evaluate` away wherever PCam's test split is on disk.
+# per-seed differences are roughly normal. Precision differs between the two sides: the seed's
+# recipe trained in `mixed_bfloat16` (what `--precision auto` picked on this CPU), the chosen one
+# in `float32`; the comparison is of recipes as run, not of the model alone.
 
 # %% [markdown]
 # An ensemble is allowed by the goal if it is saved as one `.keras` model. The chosen recipe's
-# seeds 0, 1 and 2 (fixed before any of them was scored), averaged by `histolib.models.build_ensemble`
-# and published as `book/results/models/pcam-mnet-ens3.keras` by `book/results/pcam_ensemble.py`,
-# which chooses its threshold on valid under test-time augmentation. It is one model built once,
-# not a recipe run over seeds, so beside the single models its valid score is a single number, not
-# a claim; it costs three models' inference.
+# seeds 0, 1 and 2, averaged by `histolib.models.build_ensemble` and published as
+# `book/results/models/pcam-mnet-ens3.keras` by `book/results/pcam_ensemble.py`, which chooses its
+# threshold on valid under test-time augmentation. Its members are the first three seeds, not the
+# best three, but all three had been scored on `valid` before the ensemble was made. It is one model
+# built once, not a recipe run over seeds, so beside the single models its valid score is a single
+# number, not a claim; it costs three models' inference.
 
 # %% tags=["nbval-ignore-output"]
 ensemble = records.get("pcam_mnet_ens3.json")
@@ -429,6 +451,96 @@ else:
           f"- {ensemble['params']:,} parameters")
     display(pd.DataFrame({split: {k: ensemble[split][k] for k in ("accuracy", "auc", "precision", "recall", "f1")}
                           for split in ("valid", "valid_tta")}).T.round(3))
+
+# %% [markdown]
+# ### A second search: toward the field's anchors (issue 22)
+#
+# The chosen recipe's best epochs came at or near its last, so the schedule might be what ended
+# the runs. Screens of one seed each (seed 0, scored on `valid`), all from the chosen recipe's
+# command with one change: a 20-epoch schedule; the patch resized to 192 or to 160 px inside the
+# model instead of 128. A fourth screen (192 px with the stronger stain jitter `pcam-strong`) was
+# stopped after its second epoch when its session ended, and not resumed; a 224-px screen was not
+# run. The chosen recipe's own seed 0 is the first row.
+
+# %% tags=["nbval-ignore-output"]
+screens22 = records.get("pcam_screens_22.json")
+def run_row(r, what):
+    return {"run": r["name"], "change": what, "epochs": r["epochs_done"], "best epoch": r["best_epoch"],
+            "wall (min)": round(r["wall_s"] / 60), "precision": r.get("precision"),
+            **{f"{label} {k}": r[split][k] for split, label in (("valid", "valid"), ("valid_tta", "TTA"))
+               for k in ("accuracy", "auc")}}
+if screens22:
+    base = records["pcam_mnet_s0_run.json"]
+    rows22 = [run_row({**base, "name": "pcam-mnet-s0"}, "none (the chosen recipe, 128 px, 10 epochs)")]
+    rows22 += [run_row(records[v["name"].replace("-", "_") + "_run.json"], v["description"].split(": ", 1)[-1])
+               for v in screens22["variants"]]
+    with pd.option_context("display.max_colwidth", 60):
+        display(pd.DataFrame(rows22).set_index("run").round(3))
+else:
+    print("book/results/pcam_screens_22.json is not recorded yet")
+
+# %% [markdown]
+# The longer schedule was no better (lower on three of the four scores); both larger sizes were
+# higher on all four, by similar amounts. The 160-px screen
+# was chosen: it matched the 192-px one on `valid` at a lower cost per image. Its command is the
+# chosen recipe's with `--backbone-size 160`; seed 0 is the screen run itself, and seeds 1 and 2
+# were trained with the same command. Paired by seed with the 128-px recipe's runs (both
+# `float32`, same data, same everything but the size):
+
+# %% tags=["nbval-ignore-output"]
+per_seed = {prefix: {r["seed"]: r for name, r in records.items()
+                     if name.startswith(prefix) and name.endswith("_run.json")}
+            for prefix in ("pcam_mnet_s", "pcam_m160_s")}
+paired_seeds = sorted(set(per_seed["pcam_mnet_s"]) & set(per_seed["pcam_m160_s"]))
+print("command of seed 0:", per_seed["pcam_m160_s"][0]["command"] if 0 in per_seed["pcam_m160_s"] else "-")
+if len(paired_seeds) >= 3:
+    metric_of = {f"{label} {k}": (split, k) for split, label in (("valid", "valid"), ("valid_tta", "TTA"))
+                 for k in ("accuracy", "auc")}
+    values = {side: pd.DataFrame({m: [per_seed[side][s][split][k] for s in paired_seeds]
+                                  for m, (split, k) in metric_of.items()}, index=paired_seeds)
+              for side in per_seed}
+    tests22 = {m: evaluate.paired_comparison(values["pcam_mnet_s"][m], values["pcam_m160_s"][m]) for m in metric_of}
+    display(pd.DataFrame({m: {"seeds": t["n"], "128 px": f"{t['mean_baseline']:.3f} ± {values['pcam_mnet_s'][m].std():.3f}",
+                              "160 px": f"{t['mean_variant']:.3f} ± {values['pcam_m160_s'][m].std():.3f}",
+                              "difference": f"{t['mean_difference']:+.4f}", "paired t p": f"{t['ttest_rel']['pvalue']:.2g}",
+                              "Wilcoxon p": f"{t['wilcoxon']['pvalue']:.2g}",
+                              "160 px higher on": f"{int((values['pcam_m160_s'][m] > values['pcam_mnet_s'][m]).sum())} "
+                                                  f"of {len(paired_seeds)}"}
+                          for m, t in tests22.items()}).T)
+    minutes = {s: round(per_seed["pcam_m160_s"][s]["wall_s"] / 60) for s in paired_seeds}
+    print("minutes per seed actually spent (160 px, a shared 2-core machine):", minutes)
+else:
+    print(f"{len(paired_seeds)} seed(s) of the 160-px recipe recorded: the paired comparison waits for three")
+
+# %% [markdown]
+# Seed 0 of the 160-px recipe was published as `book/results/models/pcam-m160-s0.keras` by a rule
+# fixed before any test score: the screen run that chose the recipe, published before seeds 1
+# and 2 were scored, its threshold chosen on `valid` under 8-view test-time augmentation. It is a
+# seed that won a screen, so its `valid` score is, if anything, luckier than the recipe's mean.
+#
+# ### Every published PCam model: valid beside test
+#
+# Each published model's card holds its `valid` score (selection) and its `test` score (final,
+# scored once, on the 1,500 patches of `pcam-jpeg/test`, with the 95 % bootstrap interval); the
+# seed's 83.1 % is on PCam's full test split of 32,768 patches and 222,822 training patches.
+
+# %% tags=["nbval-ignore-output"]
+cards = {path.stem: json.loads(path.read_text()) for path in sorted((RESULTS / "models").glob("*.json"))}
+def score(card, split, key):
+    s = card["scores"][split]
+    low, high = s["intervals"][key]
+    return f"{s[key]:.3f} ({low:.3f}-{high:.3f})"
+pcam_cards = {name: c for name, c in cards.items() if "pcam" in c["data"]["spec"]}
+display(pd.DataFrame({name: {"TTA": c["tta"], "valid accuracy": f"{c['scores']['valid']['accuracy']:.3f}",
+                             "valid AUC": f"{c['scores']['valid']['auc']:.3f}",
+                             "test accuracy (95 %)": score(c, "test", "accuracy"), "test AUC (95 %)": score(c, "test", "auc"),
+                             "test n": c["scores"]["test"]["n"]} for name, c in pcam_cards.items()}).T)
+
+# %% [markdown]
+# Read the test column with its intervals: at 1,500 patches a score moves by about two points, so
+# neighbouring models are not told apart by it, and every model scores lower on test than on
+# `valid`, as the selection split predicts. The field's anchor, Veeling et al.'s rotation-equivariant
+# DenseNet trained on all of PCam's training patches, is on the scorecard below for scale.
 
 # %% [markdown]
 # ## 6. The scorecard
@@ -463,14 +575,13 @@ scorecard = pd.DataFrame([
     ("ovarian", f"test accuracy / macro F1: {ovarian_scores}",
      "not reproduced here", "the seed's images and its ImageNet backbones are not on this machine; the "
      "scores are leaky anyway (section 2)", reproduce_ovarian),
-    ("ovarian", "the same models without the leak", "measured differently",
-     ("498 public micrographs, frozen ImageNet MobileNet 0.25 + thresholded attention, near-duplicate groups "
-      f"on one side: test accuracy {ovarian_test['accuracy']:.2f} / macro F1 {ovarian_test['f1']:.2f} on "
-      f"{ovarian_test['n']} images, beside the seed's leaky {reports['InceptionV3']['accuracy']:.2f} / "
-      f"{reports['InceptionV3']['macro_f1']:.2f} (section 3; chapter 6)") if ovarian_test else
-     "run not recorded yet (chapter 6)",
-     (ovarian_run["command"] + " && histolib evaluate --model OUT/best.keras --data folder:../shared/data/ovarian "
-      "--split test --json OUT/test.json") if ovarian_run else "-"),
+    ("ovarian", "the same task without the leak", "measured differently",
+     ("498 public micrographs in five other classes, grouped cross-validation (section 3; chapter 6): "
+      + (f"macro F1 {ovarian_cv['summary']['mean']['macro_f1']:.3f} ± {ovarian_cv['summary']['sd']['macro_f1']:.3f} "
+         f"over {ovarian_cv['folds']} folds x {ovarian_cv['repeats']} repeats" if ovarian_cv else
+         "the chosen recipe's record is not committed yet; the screens are in section 3")
+      + f", beside the seed's leaky {best['macro_f1']:.2f}"),
+     ovarian_cv["command"] if ovarian_cv else "-"),
     ("ovarian", "'differential attention' (the thresholded block)", "reproduced",
      "chapter 4: the block rebuilt and checked by hand; Ye et al.'s differential attention beside it", "-"),
     ("PCam", f"{PUBLISHED['pcam']['parameters']:,} parameters", "reproduced", "section 4", "-"),
@@ -478,9 +589,10 @@ scorecard = pd.DataFrame([
      "section 4: arithmetic", "-"),
     ("PCam", f"test {pcam_scores}", "checked",
      "section 4: the four agree with each other", "-"),
-    ("PCam", "the same four on PCam's test split", "not reproduced here",
-     "full PCam not on this machine; our real run is scored on valid (section 5)"
-     + (f": accuracy {run['valid']['accuracy']:.3f}, AUC {run['valid']['auc']:.3f}, optimistic" if run else ""),
+    ("PCam", "the same four on PCam's test split", "measured differently",
+     "the seed's recipe on 20,000 training patches, scored once on 1,500 patches of PCam's test split: "
+     + (f"accuracy {cards['pcam-seed']['scores']['test']['accuracy']:.3f}, "
+        f"AUC {cards['pcam-seed']['scores']['test']['auc']:.3f}" if "pcam-seed" in cards else "card missing"),
      "histolib data pcam --out data/pcam && histolib train --data pcam-h5:data/pcam --model seed-pcam "
      "--epochs 20 --augment pcam-seed --out runs/pcam-full && histolib evaluate --model runs/pcam-full/best.keras "
      "--data pcam-h5:data/pcam --split test --json runs/pcam-full/test.json"),
@@ -492,6 +604,12 @@ scorecard = pd.DataFrame([
      "-"),
     ("PCam", "trained on a TPU", "not reproduced here", "no TPU here; the same code runs on one "
      "(appendix A1)", "the Colab notebook of appendix A1"),
+    ("beyond the seeds", "a better PCam recipe from a tenth of the data", "added",
+     "section 5: fine-tuned ImageNet MobileNet 0.25, chosen on valid; test (1,500 patches, once): "
+     + ", ".join(f"{name} {c['scores']['test']['accuracy']:.3f} / AUC {c['scores']['test']['auc']:.3f}"
+                 for name, c in pcam_cards.items() if "mnet" in name or "m160" in name),
+     "the commands in section 5, then histolib evaluate --model book/results/models/NAME.keras "
+     "--data folder:../shared/data/pcam-jpeg --split test --tta"),
     ("beyond the seeds", "attention-based multiple-instance learning: one label per bag of tiles", "added",
      "chapter 10, real PCam bags, frozen ImageNet encoder: " + (
          f"bag AUC over {len(mil['training']['seeds'])} seeds, gated {mil_auc['several', 'gated']:.3f}, "
@@ -513,16 +631,18 @@ scorecard["status"].value_counts()
 #
 # - The ovarian seed's data and split sizes are reproduced exactly from its class counts, and so is
 #   its leak: in the seed's order, a large share of the test rows are training images, all of them
-#   from the oversampled classes, and those are the classes it recalled best.
+#   from the oversampled classes. Recall tends to be higher in the more leaked classes, though not
+#   cleanly, and five classes cannot separate the leak from class difficulty.
 # - Its printed reports are internally consistent; its test accuracies could not be rerun here
-#   (not its images, not its ImageNet backbones). On 498 public micrographs of the same subtypes,
-#   with a frozen ImageNet MobileNet 0.25 and a split that keeps near-duplicates together, the
-#   recorded run scores well below the seed's leaky 0.80 (section 3).
+#   (not its images, not its ImageNet backbones). On 498 public micrographs in five other classes,
+#   this book scores ovarian models by grouped cross-validation, never by one small split
+#   (section 3; chapter 6).
 # - The PCam seed's model size and split sizes are reproduced, and its four test metrics agree with
 #   each other; its validation peak came from a split cut out of the training slides.
-# - Our real-data PCam run is recorded with its provenance and scored on a separate validation
-#   split, which is still optimistic because it chose the epoch; the fair test needs PCam's test
-#   split.
+# - Our real-data PCam runs are recorded with their provenance and chosen on a separate validation
+#   split; the published models were scored once each on 1,500 PCam test patches. On 20,000
+#   training patches the seed's recipe scores about as the seed published on test, and the
+#   fine-tuned MobileNet recipes score higher (section 5, with intervals).
 #
 # ## Exercises
 #
