@@ -318,7 +318,7 @@ def test_weights_dir_must_be_a_directory_and_sets_where_weights_are_found(tmp_pa
     assert cli.main([*base, "--weights-dir", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "--weights-dir" in err and "is not a directory" in err and err.count("\n") == 1
-    monkeypatch.delenv("HISTOLIB_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("HISTOLIB_WEIGHTS_DIR", str(tmp_path / "before"))  # restored after the test
     monkeypatch.setattr(cli.experiment, "train_from_spec", lambda config, out_dir: None)  # stop before training
     with pytest.raises(AttributeError):  # _print_fit on the stand-in's None: the options were read by then
         cli.main([*base, "--weights-dir", str(tmp_path)])

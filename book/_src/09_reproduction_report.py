@@ -216,18 +216,16 @@ best = reports["InceptionV3"]
 rows = {"seed, InceptionV3 (published, leaky test rows)": {
     "images": sum(counts.values()), "protocol": f"one split, {PUBLISHED['ovarian']['split_rows']['test']} test rows",
     "macro F1": f"{best['macro_f1']:.2f}", "accuracy": f"{best['accuracy']:.2f}"}}
-def cv_row(record):
-    mean, sd, low_high = record["mean"], record["sd"], record["bootstrap_macro_f1_95"]
-    return {"images": 498, "protocol": f"grouped CV, {record['folds']} folds x {record['repeats']} repeat(s)",
-            "macro F1": f"{mean['macro_f1']:.3f} ± {sd['macro_f1']:.3f} (95 % {low_high[0]:.2f}-{low_high[1]:.2f})",
-            "accuracy": f"{mean['accuracy']:.3f} ± {sd['accuracy']:.3f}"}
+entries = [("this book, chosen recipe (ovarian_cv.json)",
+            {**ovarian_cv["summary"], "folds": ovarian_cv["folds"], "repeats": ovarian_cv["repeats"]})] if ovarian_cv else []
+entries += [(f"screen {screen['name']}", screen) for screen in (ovarian_screens or {}).get("screens", [])]
+for label, r in entries:  # mean ± sd over folds, and the bootstrap interval over groups
+    low, high = r["bootstrap_macro_f1_95"]
+    rows[label] = {"images": 498, "protocol": f"grouped CV, {r['folds']} folds x {r['repeats']} repeat(s)",
+                   "macro F1": f"{r['mean']['macro_f1']:.3f} ± {r['sd']['macro_f1']:.3f} (95 % {low:.2f}-{high:.2f})",
+                   "accuracy": f"{r['mean']['accuracy']:.3f} ± {r['sd']['accuracy']:.3f}"}
 if ovarian_cv:
-    rows["this book, chosen recipe (ovarian_cv.json)"] = cv_row({**ovarian_cv["summary"],
-                                                                 "folds": ovarian_cv["folds"],
-                                                                 "repeats": ovarian_cv["repeats"]})
     print("command:", ovarian_cv["command"])
-for screen in (ovarian_screens or {}).get("screens", []):
-    rows[f"screen {screen['name']}"] = cv_row(screen)
 display(pd.DataFrame(rows).T)
 if ovarian_screens:
     print(ovarian_screens["note"])
@@ -464,16 +462,14 @@ else:
 
 # %% tags=["nbval-ignore-output"]
 screens22 = records.get("pcam_screens_22.json")
-def run_row(r, what):
-    return {"run": r["name"], "change": what, "epochs": r["epochs_done"], "best epoch": r["best_epoch"],
-            "wall (min)": round(r["wall_s"] / 60), "precision": r.get("precision"),
-            **{f"{label} {k}": r[split][k] for split, label in (("valid", "valid"), ("valid_tta", "TTA"))
-               for k in ("accuracy", "auc")}}
 if screens22:
-    base = records["pcam_mnet_s0_run.json"]
-    rows22 = [run_row({**base, "name": "pcam-mnet-s0"}, "none (the chosen recipe, 128 px, 10 epochs)")]
-    rows22 += [run_row(records[v["name"].replace("-", "_") + "_run.json"], v["description"].split(": ", 1)[-1])
+    runs22 = [({**records["pcam_mnet_s0_run.json"], "name": "pcam-mnet-s0"}, "none (the chosen recipe, 128 px, 10 epochs)")]
+    runs22 += [(records[v["name"].replace("-", "_") + "_run.json"], v["description"].split(": ", 1)[-1])
                for v in screens22["variants"]]
+    rows22 = [{"run": r["name"], "change": what, "epochs": r["epochs_done"], "best epoch": r["best_epoch"],
+               "wall (min)": round(r["wall_s"] / 60), "precision": r.get("precision"),
+               **{f"{label} {k}": r[split][k] for split, label in (("valid", "valid"), ("valid_tta", "TTA"))
+                  for k in ("accuracy", "auc")}} for r, what in runs22]
     with pd.option_context("display.max_colwidth", 60):
         display(pd.DataFrame(rows22).set_index("run").round(3))
 else:
@@ -526,15 +522,15 @@ else:
 
 # %% tags=["nbval-ignore-output"]
 cards = {path.stem: json.loads(path.read_text()) for path in sorted((RESULTS / "models").glob("*.json"))}
-def score(card, split, key):
-    s = card["scores"][split]
-    low, high = s["intervals"][key]
-    return f"{s[key]:.3f} ({low:.3f}-{high:.3f})"
 pcam_cards = {name: c for name, c in cards.items() if "pcam" in c["data"]["spec"]}
-display(pd.DataFrame({name: {"TTA": c["tta"], "valid accuracy": f"{c['scores']['valid']['accuracy']:.3f}",
-                             "valid AUC": f"{c['scores']['valid']['auc']:.3f}",
-                             "test accuracy (95 %)": score(c, "test", "accuracy"), "test AUC (95 %)": score(c, "test", "auc"),
-                             "test n": c["scores"]["test"]["n"]} for name, c in pcam_cards.items()}).T)
+table = {}
+for name, c in pcam_cards.items():
+    on_valid, on_test = c["scores"]["valid"], c["scores"]["test"]
+    table[name] = {"TTA": c["tta"], "valid accuracy": f"{on_valid['accuracy']:.3f}", "valid AUC": f"{on_valid['auc']:.3f}",
+                   **{f"test {k if k == 'accuracy' else 'AUC'} (95 %)":
+                      f"{on_test[k]:.3f} ({on_test['intervals'][k][0]:.3f}-{on_test['intervals'][k][1]:.3f})"
+                      for k in ("accuracy", "auc")}, "test n": on_test["n"]}
+display(pd.DataFrame(table).T)
 
 # %% [markdown]
 # Read the test column with its intervals: at 1,500 patches a score moves by about two points, so
