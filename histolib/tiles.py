@@ -64,6 +64,14 @@ def _training_views(bags, settings: dict, config):
     return repeated, np.concatenate(features)
 
 
+def _input_of(head, layer: str, bags, features, batch: int = 64) -> np.ndarray:
+    """What reaches the head's layer ``layer`` from each of ``bags`` (with their tiles' ``features``),
+    as float32 (under mixed_bfloat16 the head computes in bfloat16, which scikit-learn cannot read)."""
+    upstream = keras.Model(head.inputs, head.get_layer(layer).input)
+    reached = upstream.predict(dataset(bags, features, batch_size=batch).map(lambda x, y: x), verbose=0)
+    return np.asarray(reached, dtype=np.float32)
+
+
 def _adapt_standardize(head, bags, features, batch: int) -> None:
     """Adapt the head's ``"standardize"`` layer, if any, on what reaches it from the training
     data: every training tile's features, or every training bag's pooled vector."""
@@ -73,16 +81,13 @@ def _adapt_standardize(head, bags, features, batch: int) -> None:
     if len(layer.input.shape) == 3:  # on the instances: (1, tiles, c), the instances of one bag
         layer.adapt(features[None])
         return
-    upstream = keras.Model(head.inputs, layer.input)
-    layer.adapt(upstream.predict(dataset(bags, features, batch_size=batch).map(lambda x, y: x), verbose=0))
+    layer.adapt(_input_of(head, "standardize", bags, features, batch))
 
 
 def pooled_features(head, bags, features) -> np.ndarray:
     """What reaches a linear head's output layer: each bag's pooled, standardised vector ``(b, c)``
-    (``bags`` with their tiles' ``features``)."""
-    upstream = keras.Model(head.inputs, head.get_layer("probs").input)
-    pooled = upstream.predict(dataset(bags, features, batch_size=64).map(lambda x, y: x), verbose=0)
-    return np.asarray(pooled, dtype=np.float32)  # under mixed_bfloat16 the head computes in bfloat16
+    (``bags`` with their tiles' ``features``), float32."""
+    return _input_of(head, "probs", bags, features)
 
 
 def fit_logistic(head, train_set, valid_set, *, seed: int = 0) -> dict:
@@ -98,10 +103,11 @@ def fit_logistic(head, train_set, valid_set, *, seed: int = 0) -> dict:
         ``{"C", "valid_log_loss": {C: loss}, "iterations"}``; the head's ``"probs"`` layer
         holds the fitted weights.
     """
-    names = {layer.name for layer in head.layers}
-    if "embed" in names or head.get_layer("dropout").rate or len(head.get_layer("probs").input.shape) != 2:
+    trained_before = [layer.name for layer in head.layers if layer.trainable_weights and layer.name != "probs"]
+    if trained_before or head.get_layer("dropout").rate:  # an embedding or an attention would stay untrained
         raise ValueError(f"solver 'lbfgs' fits a linear head (mean, max or meanmax pooling, no embedding, no "
-                         f"dropout); {head.name} is not one. Received: layers {sorted(names)}")
+                         f"dropout); {head.name} is not one. Received: trainable layers {trained_before} before "
+                         f"the output, dropout {head.get_layer('dropout').rate}")
     (x_train, y_train), (x_valid, y_valid) = [(pooled_features(head, *part), part[0].labels) for part in (train_set, valid_set)]
     classes = np.arange(head.outputs[0].shape[-1])
 

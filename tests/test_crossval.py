@@ -147,7 +147,9 @@ def test_solver_lbfgs_fits_the_linear_head_as_scikit_learns_logistic_regression(
     ours = evaluate.predict(head, tiles.dataset(*parts[2], batch_size=8))[1]
     np.testing.assert_allclose(ours, reference.predict_proba(pooled[2]), atol=1e-4)
     plain = ["--model", "mobilenet_025", "--weights", "none", "--precision", "float32"]
-    for bad in ([*argv[:-2], "--model-option", "embedding=8"], [*argv[:9], *plain]):
+    attention_only = [*argv[:-2], "--model", "tiles-mobilenet_025+gated", "--model-option", "embedding=0",
+                      "--model-option", "dropout=0"]  # no embedding, but an attention lbfgs would leave untrained
+    for bad in ([*argv[:-2], "--model-option", "embedding=8"], attention_only, [*argv[:9], *plain]):
         assert cli.main([*bad, "--out", str(tmp_path / "bad")]) == 2
         assert "solver 'lbfgs' fits" in capsys.readouterr().err
 
