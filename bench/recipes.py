@@ -32,9 +32,11 @@ from pathlib import Path
 
 try:
     from bench import _common as common
+    from bench.inference import _images_per_second
     from bench.train_step import _fit_timed, _images
 except ImportError:  # run as `python bench/recipes.py`
     import _common as common
+    from inference import _images_per_second
     from train_step import _fit_timed, _images
 
 BATCH = 64
@@ -56,13 +58,10 @@ def recipes(auto_policy: str) -> list[dict]:
 
 
 def _inference(model, batch: int, repeats: int) -> dict:
-    """Images/s of ``model`` called on one batch of ``batch`` 96 x 96 patches."""
-    import tensorflow as tf
-
-    x = tf.random.stateless_uniform((batch, 96, 96, 3), seed=(0, 1))
-    call = tf.function(tf.autograph.experimental.do_not_convert(lambda t: model(t, training=False)))
-    both = common.rates_both(common.timed(lambda: call(x).numpy(), repeats, warmup=1), batch)
-    return {"per_second": both["per_second"], "cpu_time_estimate": both["cpu_time_estimate"]}
+    """Images/s of ``model`` called on one batch of ``batch`` 96 x 96 patches (bench/inference.py's
+    measurement), under the record's names."""
+    rates = _images_per_second(model, batch, (96, 96, 3), repeats)
+    return {"per_second": rates["images_per_second"], "cpu_time_estimate": rates["images_per_second_cpu_time_estimate"]}
 
 
 def measure_one(recipe: dict, *, steps: int, repeats: int, batch: int, real_dir, seed: int = 0) -> dict:
@@ -103,9 +102,10 @@ def measure(quick: bool = False, repeats: int = 3, steps: int = 8, real_dir: Pat
                        f"{r['policy']}, {r['augment']}; CPU-time est. "
                        f"{r['images_per_second_cpu_time_estimate']['median']:g}/s; epoch {r['epoch_minutes']} min; "
                        f"CPU {flags}") for r in results]
-    rows += [common.row(f"inference {r['name']}", r["inference_images_per_second"]["per_second"], "images/s",
-                        f"{r['policy']}; CPU-time est. {r['inference_images_per_second']['cpu_time_estimate']['median']:g}/s")
-             for r in results]
+    inference = [(r["name"], r["policy"], r["inference_images_per_second"]) for r in results]
+    rows += [common.row(f"inference {name}", rates["per_second"], "images/s",
+                        f"{policy}; CPU-time est. {rates['cpu_time_estimate']['median']:g}/s")
+             for name, policy, rates in inference]
     return {
         "benchmark": "training and inference images/s of the seed's PCam recipe and the fine-tuned MobileNet recipes",
         "batch_size": batch,

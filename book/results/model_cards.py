@@ -90,16 +90,15 @@ def _score(model, source, split: str, threshold: float | None, tta: bool) -> dic
 def _split(record: dict, spec: str) -> tuple[dict, object]:
     """The card's ``split`` part and the `histolib.data.DataSource` it describes: the run's split
     settings and, for a source without split folders, the very files of each split."""
-    from histolib import cards
+    from histolib import cards, data
     from histolib.config import DataConfig
-
-    from histolib import data
 
     config = record.get("config")
     fixed = {"split_seed": record.get("data", {}).get("split_seed"), "groups": None, "oversample": None, "fold": None,
              "split_version": None, "note": "fixed split folders (train, valid, test): no seed cuts them"}
-    if config is None or data.source(spec).fixed_splits():  # the folders are the split
-        return fixed, data.source(spec)
+    plain = data.source(spec)
+    if config is None or plain.fixed_splits():  # the folders are the split
+        return fixed, plain
     settings = DataConfig.from_json({**config["data"], "spec": spec})
     source = settings.source()
     files = {split: cards.relative_files(source.rows(split)[0], source.arg) for split in ("train", "valid", "test")}
