@@ -381,7 +381,7 @@ for seed in SEEDS:
 summary = pd.DataFrame(results).groupby(["setting", "pooling"], sort=False)["bag AUC"].agg(["mean", "std"])
 summary = summary.join(pd.DataFrame(found).groupby(["setting", "pooling"], sort=False)[["auc", "top1"]].mean()
                        .rename(columns={"auc": "instance AUC", "top1": "top-1"}))
-summary.round(3)
+summary.map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")  # mean and max pooling have no attention weights
 
 # %% [markdown]
 # How much can any pooling get out of these features? A ceiling that cheats: a logistic
@@ -413,7 +413,7 @@ if FULL:
     full_found = pd.DataFrame(FULL["instance"]).groupby(["setting", "pooling"], sort=False)[
         ["auc", "top1", "chance_top1"]].mean()
     full_bags = full_runs.groupby(["setting", "pooling"], sort=False)["bag AUC"].agg(["mean", "std"])
-    display(full_bags.join(full_found).round(3))
+    display(full_bags.join(full_found).map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"))
     display(pd.DataFrame(FULL["ceiling"]).round(3))
 
 # %% [markdown]
@@ -503,18 +503,18 @@ print("recorded full run:", "present" if recorded else "not recorded yet")
 # %% tags=["nbval-ignore-output"]
 if recorded:
     runs = pd.DataFrame(recorded["per_seed"])
-    table = runs.groupby(["setting", "pooling"], sort=False)["bag AUC"].agg(["mean", "std", "count"])
+    table = runs.groupby(["setting", "pooling"], sort=False)["bag AUC"].agg(["mean", "std"])
     table = table.join(pd.DataFrame(recorded["instance"]).groupby(["setting", "pooling"], sort=False)[["auc", "top1"]]
                        .mean().rename(columns={"auc": "instance AUC", "top1": "top-1"}))
     machine = recorded["environment"]["machine"]
     print(f"{recorded['data']['description']}; {len(recorded['training']['seeds'])} seeds; "
           f"{recorded['wall_s'] / 60:.0f} min on {machine['cpu']} ({machine['logical_cpus']} CPUs, flags {', '.join(machine['cpu_flags'])}), "
           f"commit {recorded['environment']['git']['commit'][:10]}")
-    display(table.round(3))
+    display(table.map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"))
     for setting in ("several", "one"):
         wide = runs[runs["setting"] == setting].pivot(index="seed", columns="pooling", values="bag AUC")
-        print(setting, "gated minus", {other: round(float(wide["gated"].mean() - wide[other].mean()), 3)
-                                       for other in ("mean", "max", "attention")})
+        print(f"{setting}: mean bag AUC of gated minus", ", ".join(
+            f"{other} {wide['gated'].mean() - wide[other].mean():+.3f}" for other in ("mean", "max", "attention")))
 
 # %% [markdown]
 # ## Summary
